@@ -123,6 +123,7 @@ class StreamSplitter:
         self.in_reasoning = started_inside
         self.closed = False
         self._buf = ""
+        self._at_content_start = False
 
     def feed(self, delta: str) -> list[tuple[str, str]]:
         """Returns [(channel, text)] with channel `reasoning` or `content`."""
@@ -131,6 +132,11 @@ class StreamSplitter:
         while self._buf:
             marker = self.family.think_end if self.in_reasoning else self.family.think_start
             if self.closed:
+                if self._at_content_start:  # drop the blank lines right after the end marker
+                    self._buf = self._buf.lstrip("\n")
+                    if not self._buf:
+                        break
+                    self._at_content_start = False
                 out.append(("content", self._buf))
                 self._buf = ""
                 break
@@ -141,7 +147,7 @@ class StreamSplitter:
                 self._buf = self._buf[idx + len(marker):]
                 if self.in_reasoning:
                     self.in_reasoning, self.closed = False, True
-                    self._buf = self._buf.lstrip("\n")
+                    self._at_content_start = True
                 else:
                     self.in_reasoning = True
                 continue

@@ -31,8 +31,8 @@ def _options(spec: ModelSpec, allowed: set[str]) -> dict:
                 out[k] = int(v)
             except ValueError:
                 raise ConfigError(f"option {k} must be an integer, got '{v}'") from None
-            if out[k] <= 0:
-                raise ConfigError(f"option {k} must be positive, got {v}")
+            if out[k] < (0 if k == "max_retries" else 1):
+                raise ConfigError(f"option {k} must be {'>= 0' if k == 'max_retries' else 'positive'}, got {v}")
         else:
             out[k] = v
     return out

@@ -17,7 +17,7 @@ def _parse(s: str):
 
     main = threading.current_thread() is threading.main_thread()
     kw = {} if main else {"parsing_timeout": None}
-    text = s if "$" in s or "\\" not in s else f"${s}$"
+    text = s if "$" in s else f"${s}$"  # math-verify reads bare expressions best as inline LaTeX
     return parse(text, extraction_config=[LatexExtractionConfig(), ExprExtractionConfig()], **kw)
 
 

@@ -126,7 +126,7 @@ class Chain:
                 reasoning += text
             else:
                 answer += text
-        out.reasoning = reasoning
+        out.reasoning = reasoning.strip()
 
         if splitter.closed and stop_reason is None:
             out.answer_text, out.finish_reason = answer.strip(), finish

@@ -1,0 +1,289 @@
+"""Any OpenAI-compatible server: vLLM, SGLang, llama.cpp server, Ollama, hosted APIs.
+
+Two modes:
+* **completions** (full control): we render the chat template locally and send raw text
+  to `/v1/completions`, so methods can continue from any prefix (force `</think>`,
+  probe a trial answer) and read token logprobs. Needs the chat template: given as
+  `template=chatml|PATH`, or read from a llama.cpp server's `/props`.
+* **chat** (reduced): `/v1/chat/completions` only. The server applies its own template;
+  methods that must edit the assistant's text mid-way are refused up front.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Iterator
+
+from ..errors import BackendUnavailableError, CapabilityError, ConfigError
+from . import chat_template
+from .base import BaseBackend, Capabilities, Chunk, SamplingParams
+from .llamacpp import _load_template_option
+
+_CHAT_SENTINEL = "\x00leanthink-chat\x00"
+"""In chat mode a rendered "prompt" is this sentinel + JSON messages (+ an optional
+thinking prefill); `stream` turns it back into a chat request."""
+
+FULL = Capabilities(logprobs=True, top_logprobs=True, prefix_continuation=True, hidden_states=False,
+                    parallel_samples=True, token_ids=False, cancellation=True)
+CHAT = Capabilities(logprobs=True, top_logprobs=True, prefix_continuation=False, hidden_states=False,
+                    parallel_samples=True, token_ids=False, cancellation=True)
+
+
+class OpenAIBackend(BaseBackend):
+    name = "openai"
+
+    def __init__(self, base_url: str, model: str | None = None, *, template: str | None = None,
+                 api_key: str | None = None, mode: str = "auto", max_retries: int = 2,
+                 timeout: float = 600.0, connect_timeout: float = 5.0):
+        import httpx
+
+        if mode not in ("auto", "completions", "chat"):
+            raise ConfigError(f"mode must be auto, completions or chat, got '{mode}'")
+        self.base_url = base_url.rstrip("/")
+        self.max_retries = max_retries
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=connect_timeout))
+        models = self._get_json("/models")
+        ids = [m.get("id") for m in models.get("data", []) if isinstance(m, dict)]
+        if model is None:
+            if not ids:
+                raise ConfigError(f"server {self.base_url} lists no models; give one as openai:{self.base_url}#MODEL")
+            model = ids[0]
+        self.served_model = model
+        self.model_id = model
+        self.chat_template = _load_template_option(template) or self._server_template()
+        if mode == "completions" and not self.chat_template:
+            raise ConfigError(
+                f"completions mode needs the model's chat template: add ?template=chatml or ?template=PATH.jinja "
+                f"to the model string (the server at {self.base_url} does not expose it)"
+            )
+        self.mode = "completions" if (mode != "chat" and self.chat_template) else "chat"
+        self.capabilities = FULL if self.mode == "completions" else CHAT
+        self._tokenize_route: str | None = None
+        self.approximate_counts = False
+
+    # -- HTTP helpers ----------------------------------------------------------
+    def _root(self) -> str:
+        return self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+
+    def _request(self, method: str, url: str, **kw):
+        import httpx
+
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            try:
+                r = self.http.request(method, url, **kw)
+                if r.status_code >= 500 and attempt < self.max_retries:
+                    last = BackendUnavailableError(f"server answered {r.status_code}")
+                    time.sleep(0.2 * 2**attempt)
+                    continue
+                return r
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                last = exc
+                if attempt < self.max_retries:
+                    time.sleep(0.2 * 2**attempt)
+        raise BackendUnavailableError(f"cannot reach the OpenAI-compatible server at {self.base_url}: {last}")
+
+    def _get_json(self, path: str) -> dict:
+        r = self._request("GET", self.base_url + path)
+        if r.status_code == 401:
+            raise ConfigError(f"server {self.base_url} refused the API key (401); pass ?api_key=... in the model string")
+        if r.status_code >= 400:
+            raise BackendUnavailableError(f"GET {self.base_url}{path} answered {r.status_code}: {r.text[:200]}")
+        try:
+            return r.json()
+        except ValueError:
+            raise BackendUnavailableError(f"{self.base_url}{path} did not return JSON; is this an OpenAI-compatible /v1 URL?") from None
+
+    def _server_template(self) -> str | None:
+        """llama.cpp's native server exposes its template at /props; others do not."""
+        import httpx
+
+        try:
+            r = self.http.get(self._root() + "/props", timeout=5)
+            if r.status_code == 200:
+                return r.json().get("chat_template") or None
+        except (httpx.HTTPError, ValueError):
+            pass
+        return None
+
+    # -- tokenizer -------------------------------------------------------------
+    def _tokenize_remote(self, text: str) -> list[int] | None:
+        routes = [self._tokenize_route] if self._tokenize_route else [
+            "extras:/extras/tokenize", "vllm:/tokenize", "llamacpp:/tokenize"]
+        for route in routes:
+            if route is None:
+                continue
+            kind, path = route.split(":", 1)
+            body: dict[str, Any] = {"extras": {"input": text, "model": self.served_model},
+                                    "vllm": {"model": self.served_model, "prompt": text, "add_special_tokens": False},
+                                    "llamacpp": {"content": text}}[kind]
+            try:
+                r = self.http.post(self._root() + path, json=body, timeout=30)
+            except Exception:
+                continue
+            if r.status_code == 200:
+                try:
+                    data = r.json()
+                except ValueError:
+                    continue
+                toks = data.get("tokens")
+                if isinstance(toks, list):
+                    self._tokenize_route = route
+                    return [t if isinstance(t, int) else t.get("id", 0) for t in toks]
+        return None
+
+    def encode(self, text: str) -> list[int]:
+        toks = self._tokenize_remote(text)
+        if toks is None:
+            raise CapabilityError(f"the server at {self.base_url} has no tokenize endpoint")
+        return toks
+
+    def count_tokens(self, text: str) -> int:
+        if not text:
+            return 0
+        toks = None if self.approximate_counts else self._tokenize_remote(text)
+        if toks is None:
+            # No tokenizer endpoint (hosted APIs): estimate, and say so in results.
+            self.approximate_counts = True
+            return max(1, round(len(text) / 4))
+        return len(toks)
+
+    def render_chat(self, messages, add_generation_prompt=True, **kwargs) -> str:
+        if self.mode == "chat":
+            return _CHAT_SENTINEL + json.dumps(messages) + _CHAT_SENTINEL
+        return chat_template.render(self.chat_template, messages, model_id=self.model_id,
+                                    add_generation_prompt=add_generation_prompt, **kwargs)
+
+    # -- generation ------------------------------------------------------------
+    def stream(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
+        params.validate()
+        if prompt.startswith(_CHAT_SENTINEL):
+            return self._stream_chat(prompt, params)
+        if self.mode == "chat":
+            raise CapabilityError(
+                f"continuing from a raw prefix needs completions mode; the server at {self.base_url} is used in chat "
+                "mode because its chat template is unknown. Add ?template=chatml (or a .jinja path) to the model string."
+            )
+        body = self._common(params) | {"prompt": prompt}
+        if params.logprobs is not None:
+            body["logprobs"] = max(1, params.logprobs)  # some servers treat 0 as "off"
+        return self._sse(self.base_url + "/completions", body, chat=False, keep_top=bool(params.logprobs))
+
+    def _common(self, params: SamplingParams) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.served_model, "max_tokens": params.max_tokens, "temperature": params.temperature,
+            "top_p": params.top_p, "stream": True,
+        }
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.stop:
+            body["stop"] = params.stop
+        if params.top_k:
+            body["top_k"] = params.top_k
+        return body
+
+    def _stream_chat(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
+        _, raw, suffix = prompt.split(_CHAT_SENTINEL, 2)
+        if suffix.strip() not in ("", "<think>"):
+            raise CapabilityError(
+                "this method edits the assistant's text mid-way (forcing the end of thinking or probing an answer), "
+                f"which the chat-only mode for {self.base_url} cannot do. Add ?template=chatml or ?template=PATH.jinja "
+                "to the model string to use raw completions."
+            )
+        body = self._common(params) | {"messages": json.loads(raw)}
+        if params.logprobs is not None:
+            body["logprobs"] = True
+            if params.logprobs > 0:
+                body["top_logprobs"] = params.logprobs
+        return self._sse(self.base_url + "/chat/completions", body, chat=True, keep_top=bool(params.logprobs))
+
+    def _sse(self, url: str, body: dict, chat: bool, keep_top: bool) -> Iterator[Chunk]:
+        """POST and parse server-sent events. Retries only before the first byte arrives;
+        leaving the iterator closes the connection, which stops generation on the server."""
+        import httpx
+
+        attempts = 0
+        while True:
+            try:
+                with self.http.stream("POST", url, json=body) as r:
+                    if r.status_code >= 400:
+                        r.read()
+                        if r.status_code >= 500 and attempts < self.max_retries:
+                            attempts += 1
+                            time.sleep(0.2 * 2**attempts)
+                            continue
+                        raise BackendUnavailableError(
+                            f"{url} answered {r.status_code}: {r.text[:300]}")
+                    yield from self._parse(r, chat, keep_top)
+                    return
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if attempts < self.max_retries:
+                    attempts += 1
+                    time.sleep(0.2 * 2**attempts)
+                    continue
+                raise BackendUnavailableError(f"cannot reach the OpenAI-compatible server at {self.base_url}: {exc}") from exc
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout) as exc:
+                raise BackendUnavailableError(f"the server at {self.base_url} failed mid-stream: {exc}") from exc
+
+    def _parse(self, r, chat: bool, keep_top: bool) -> Iterator[Chunk]:
+        in_reasoning_field = False
+        for line in r.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            try:
+                obj = json.loads(data)
+            except ValueError:
+                continue
+            if "error" in obj:
+                raise BackendUnavailableError(f"server error: {obj['error']}")
+            for choice in obj.get("choices", [])[:1]:
+                finish = choice.get("finish_reason")
+                if chat:
+                    delta = choice.get("delta") or {}
+                    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                    text = delta.get("content") or ""
+                    out = ""
+                    if reasoning:
+                        in_reasoning_field = True
+                        out += reasoning
+                    if text:
+                        if in_reasoning_field:  # server split reasoning for us: re-join with the marker
+                            out += "\n</think>\n\n"
+                            in_reasoning_field = False
+                        out += text
+                    lp, top = _chat_logprobs(choice.get("logprobs"))
+                else:
+                    out = choice.get("text") or ""
+                    lp, top = _completion_logprobs(choice.get("logprobs"))
+                if out or finish:
+                    yield Chunk(out, [], lp, top if keep_top else None, finish_reason=_finish(finish))
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def _finish(f: str | None) -> str | None:
+    if f is None:
+        return None
+    return "length" if f == "length" else "stop"
+
+
+def _completion_logprobs(lp: dict | None):
+    if not lp:
+        return None, None
+    tl = lp.get("token_logprobs") or []
+    tops = lp.get("top_logprobs") or []
+    return (tl[-1] if tl else None), (tops[-1] if tops else None)
+
+
+def _chat_logprobs(lp: dict | None):
+    if not lp or not lp.get("content"):
+        return None, None
+    item = lp["content"][-1]
+    top = {t["token"]: t["logprob"] for t in item.get("top_logprobs") or []} or None
+    return item.get("logprob"), top

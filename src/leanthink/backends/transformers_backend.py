@@ -1,0 +1,324 @@
+"""Hugging Face transformers, in process: any causal LM directory, hub id or GGUF file.
+
+Generation is a small manual loop (in the style of mlx-lm) rather than
+`model.generate`, so that each step yields its token id, logprob, top-k alternatives
+and, on request, the last-layer hidden state, and so that closing the stream stops
+generation at once. The KV cache of the previous call is kept: a new prompt that
+shares a token prefix with it (continuing from a prefix, probing a trial answer) only
+evaluates the new tokens.
+
+GGUF files are dequantized by transformers on load (`from_pretrained(dir, gguf_file=...)`),
+so they run at full precision, not at the file's quantization.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import ConfigError, ModelFileError, require
+from . import chat_template
+from .base import BaseBackend, Capabilities, Chunk, SamplingParams, StopMatcher
+from .llamacpp import _load_template_option
+
+_DTYPES = ("float32", "bfloat16", "float16", "auto")
+_EXTRA_EOS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<｜end▁of▁sentence｜>")
+_CONTEXT_TOKENS = 5
+"""Prompt tokens decoded along with the output, so that the first output token gets
+its leading space right (SentencePiece drops it at the start of a decode)."""
+
+
+class TransformersBackend(BaseBackend):
+    name = "transformers"
+    capabilities = Capabilities(
+        logprobs=True, top_logprobs=True, prefix_continuation=True, hidden_states=True,
+        parallel_samples=False, token_ids=True, cancellation=True,
+    )
+
+    def __init__(self, target: str, *, gguf_file: str | None = None, device: str | None = None,
+                 dtype: str | None = None, template: str | None = None, threads: int | str | None = None,
+                 model_id: str | None = None):
+        transformers = require("transformers", "transformers", "the transformers backend")
+        torch = require("torch", "transformers", "the transformers backend")
+        self._torch = torch
+        if dtype is not None and dtype not in _DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(_DTYPES)}, got '{dtype}'")
+        if threads is not None:
+            try:
+                torch.set_num_threads(int(threads))
+            except ValueError:
+                raise ConfigError(f"option threads must be an integer, got '{threads}'") from None
+
+        source, gguf_file = _resolve_source(target, gguf_file)
+        if gguf_file:
+            require("gguf", "transformers", "loading a GGUF file with transformers")
+        self.model_id = model_id or target
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype is None:
+            dtype = "float32" if self.device == "cpu" else "auto"
+        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+
+        kw = {"gguf_file": gguf_file} if gguf_file else {}
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kw)
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kw)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            what = f"'{gguf_file}' in '{source}'" if gguf_file else f"'{source}'"
+            raise ModelFileError(
+                f"transformers could not load {what}: {exc}. Give a local model directory, a .gguf "
+                "file of a supported architecture, or a hub id (needs network access to the hub)."
+            ) from exc
+        try:
+            self.model.to(self.device)
+        except (RuntimeError, AssertionError) as exc:
+            raise ConfigError(f"cannot move the model to device '{self.device}': {exc}") from exc
+        self.model.eval()
+
+        self._lock = threading.RLock()
+        self._saved: tuple[list[int], Any] | None = None
+        """(token ids whose keys/values it holds, cache) from the last finished stream."""
+        tmpl = self.tokenizer.chat_template
+        if isinstance(tmpl, dict):  # several named templates
+            tmpl = tmpl.get("default") or next(iter(tmpl.values()), None)
+        self.chat_template = _load_template_option(template) or tmpl
+        self._bos = self.tokenizer.bos_token or ""
+        self._eos = self.tokenizer.eos_token or ""
+        self._eos_ids = self._find_eos_ids()
+        cfg = self.model.config
+        self.n_ctx = int(getattr(cfg, "max_position_embeddings", None) or 0) or None
+        self.hidden_size = getattr(cfg, "hidden_size", None)
+        import inspect
+
+        params = inspect.signature(self.model.forward).parameters
+        self._keep_kw = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
+
+    def _find_eos_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for src in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+            if isinstance(src, int):
+                ids.add(src)
+            elif isinstance(src, (list, tuple)):
+                ids.update(i for i in src if isinstance(i, int))
+        for text in _EXTRA_EOS:
+            toks = self.tokenizer.encode(text, add_special_tokens=False)
+            if len(toks) == 1:
+                ids.add(toks[0])
+        return ids
+
+    # -- tokenizer -------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        add_special = not (self._bos and text.startswith(self._bos))
+        return list(self.tokenizer.encode(text, add_special_tokens=add_special))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0
+
+    def render_chat(self, messages, add_generation_prompt=True, **kwargs) -> str:
+        return chat_template.render(
+            self.chat_template, messages, model_id=self.model_id, bos_token=self._bos,
+            eos_token=self._eos, add_generation_prompt=add_generation_prompt, **kwargs,
+        )
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    # -- model calls -------------------------------------------------------------
+    def _forward(self, ids: list[int], cache, hidden: bool):
+        """One forward pass over `ids` after `cache`: (last-position logits, hidden state or None, cache)."""
+        torch = self._torch
+        kw = {self._keep_kw: 1} if self._keep_kw else {}
+        with torch.inference_mode():
+            x = torch.tensor([ids], dtype=torch.long, device=self.device)
+            out = self.model(input_ids=x, past_key_values=cache, use_cache=True,
+                             output_hidden_states=hidden, **kw)
+            logits = out.logits[0, -1].float()
+            h = out.hidden_states[-1][0, -1].float().cpu().numpy() if hidden else None
+        return logits, h, out.past_key_values
+
+    def hidden_states_for(self, text: str):
+        """Last-layer hidden states of every token of `text`: a float32 array [n_tokens, hidden]."""
+        ids = self.encode(text)
+        if not ids:
+            raise ConfigError("hidden_states_for needs a non-empty text")
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            x = torch.tensor([ids], dtype=torch.long, device=self.device)
+            out = self.model(input_ids=x, use_cache=False, output_hidden_states=True)
+            return out.hidden_states[-1][0].float().cpu().numpy()
+
+    def _take_cache(self, tokens: list[int]) -> tuple[Any, int]:
+        """Reuse the saved KV cache for the longest common prefix: (cache or None, tokens covered)."""
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return None, 0
+        old, cache = saved
+        n = 0
+        for a, b in zip(old, tokens):
+            if a != b:
+                break
+            n += 1
+        n = min(n, len(tokens) - 1)  # always feed at least one token to get logits
+        if n <= 0 or not _croppable(cache):
+            return None, 0
+        if n < len(old):
+            cache.crop(n - len(old))  # negative: drop that many positions (transformers 4.x and 5.x)
+        if cache.get_seq_length() != n:
+            return None, 0
+        return cache, n
+
+    # -- generation ------------------------------------------------------------
+    def stream(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
+        params.validate()
+        if self.model is None:
+            raise ConfigError("this backend has been closed")
+        tokens = self.encode(prompt)
+        if not tokens:
+            raise ConfigError("the prompt is empty and the tokenizer adds no BOS token")
+        max_tokens = params.max_tokens
+        if self.n_ctx:
+            if len(tokens) + 1 >= self.n_ctx:
+                raise ConfigError(f"prompt is {len(tokens)} tokens; the context window is {self.n_ctx}")
+            max_tokens = min(max_tokens, self.n_ctx - len(tokens))
+        return self._stream(tokens, params, max_tokens)
+
+    def _stream(self, tokens: list[int], params: SamplingParams, max_tokens: int) -> Iterator[Chunk]:
+        torch = self._torch
+        with self._lock:
+            gen = None
+            if params.temperature > 0:
+                gen = torch.Generator(device=self.device)
+                gen.manual_seed(params.seed if params.seed is not None else int(torch.seed()))
+            cache, n_cached = self._take_cache(tokens)
+            fed = list(tokens[:n_cached])  # tokens whose keys/values are in `cache`
+            step = tokens[n_cached:]
+            consistent = True  # False while a forward pass is running
+            stops = StopMatcher(params.stop)
+            context = tokens[-_CONTEXT_TOKENS:]
+            dec = _Detok(self._decode, context)
+            produced = 0
+            try:
+                while True:
+                    consistent = False
+                    logits, hidden, cache = self._forward(step, cache, params.hidden_states)
+                    fed.extend(step)
+                    consistent = True
+                    tok = _sample(torch, logits, params, gen)
+                    lp, top = self._logprobs(torch, logits, tok, params.logprobs)
+                    produced += 1
+                    if tok in self._eos_ids:
+                        tail = stops.flush() + dec.flush()
+                        yield Chunk(tail, [tok], lp, top, finish_reason="stop", hidden_state=hidden)
+                        return
+                    emit, stopped = stops.feed(dec.add(tok))
+                    if stopped:
+                        yield Chunk(emit, [tok], lp, top, finish_reason="stop", hidden_state=hidden)
+                        return
+                    last = produced >= max_tokens
+                    if last:
+                        emit += stops.feed(dec.flush())[0] + stops.flush()
+                    yield Chunk(emit, [tok], lp, top, finish_reason="length" if last else None,
+                                hidden_state=hidden)
+                    if last:
+                        return
+                    step = [tok]
+            finally:
+                if consistent and cache is not None:
+                    self._saved = (fed, cache)
+
+    def _logprobs(self, torch, logits, tok: int, k: int | None):
+        if k is None:
+            return None, None
+        logp = torch.log_softmax(logits, dim=-1)
+        lp = float(logp[tok])
+        top = None
+        if k > 0:
+            vals, idx = torch.topk(logp, k)
+            top = {}
+            for v, i in zip(vals.tolist(), idx.tolist()):
+                top.setdefault(self._decode([i]), v)  # two ids may decode alike: keep the likelier
+        return lp, top
+
+    def close(self) -> None:
+        with self._lock:
+            self._saved = None
+            self.model = None
+
+
+class _Detok:
+    """Incremental detokenization that never emits a broken UTF-8 sequence.
+
+    Decodes the running token list (from a few tokens of context on) and emits the new
+    suffix; holds text back while it ends in U+FFFD (an incomplete byte sequence)."""
+
+    def __init__(self, decode, context: list[int]):
+        self.decode = decode
+        self.ids = list(context)
+        self.base = decode(self.ids)
+        self.emitted = 0
+
+    def _text(self) -> str:
+        full = self.decode(self.ids)
+        return full[len(self.base):] if full.startswith(self.base) else self.decode(self.ids[len(self.base) and 0:])
+
+    def add(self, tok: int) -> str:
+        self.ids.append(tok)
+        text = self._text()
+        if text.endswith("\ufffd"):
+            return ""
+        new, self.emitted = text[self.emitted:], max(self.emitted, len(text))
+        return new
+
+    def flush(self) -> str:
+        text = self._text()
+        new, self.emitted = text[self.emitted:], max(self.emitted, len(text))
+        return new
+
+
+def _sample(torch, logits, params: SamplingParams, gen) -> int:
+    if params.temperature == 0:
+        return int(torch.argmax(logits))
+    x = logits / params.temperature
+    if params.top_k > 0 and params.top_k < x.numel():
+        kth = torch.topk(x, params.top_k).values[-1]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_x, order = torch.sort(x, descending=True)
+        probs = torch.softmax(sorted_x, dim=-1)
+        drop = torch.cumsum(probs, dim=-1) - probs > params.top_p  # keeps at least the top token
+        x = x.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+    probs = torch.softmax(x, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+def _croppable(cache) -> bool:
+    """Only plain dynamic caches can be rolled back to a shorter prefix."""
+    if cache is None or not hasattr(cache, "crop") or type(cache).__name__ != "DynamicCache":
+        return False
+    layers = getattr(cache, "layers", None)
+    return layers is None or all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+
+
+def _resolve_source(target: str, gguf_file: str | None) -> tuple[str, str | None]:
+    """(directory or hub id, GGUF file name inside it or None)."""
+    p = Path(target).expanduser()
+    if gguf_file is None and target.lower().endswith(".gguf"):
+        if not p.is_file():
+            raise ModelFileError(f"GGUF file '{target}' does not exist")
+        return str(p.resolve().parent), p.name
+    if gguf_file is not None:
+        g = Path(gguf_file).expanduser()
+        if g.is_absolute():
+            if not g.is_file():
+                raise ModelFileError(f"GGUF file '{gguf_file}' does not exist")
+            return str(g.parent), g.name
+        if p.is_dir() and not (p / gguf_file).is_file():
+            raise ModelFileError(f"GGUF file '{gguf_file}' not found in '{target}'")
+    looks_local = target.startswith((".", "/", "~")) or p.exists()
+    if looks_local and not p.exists():
+        raise ModelFileError(f"model directory '{target}' does not exist")
+    if p.is_dir():
+        return str(p), gguf_file
+    if p.is_file():
+        raise ModelFileError(f"'{target}' is a file; give a model directory or a .gguf file")
+    return target, gguf_file

@@ -1,0 +1,103 @@
+"""The llama.cpp backend against real models."""
+
+import pytest
+
+from leanthink.backends.base import SamplingParams
+from leanthink.errors import ConfigError
+
+
+def _gen(be, prompt, **kw):
+    return list(be.stream(prompt, SamplingParams(**kw)))
+
+
+def test_stream_chunks_have_tokens_and_logprobs(tiny):
+    p = tiny.render_chat([{"role": "user", "content": "Say hello."}])
+    chunks = _gen(tiny, p, max_tokens=12, logprobs=3)
+    assert 1 <= sum(c.n_tokens for c in chunks) <= 12
+    for c in chunks[:-1]:
+        assert len(c.token_ids) == 1
+        assert c.logprob is not None and c.logprob <= 0
+        assert len(c.top_logprobs) == 3
+        top = list(c.top_logprobs.values())
+        assert top == sorted(top, reverse=True)
+        assert c.logprob <= top[0] + 1e-6
+    assert chunks[-1].finish_reason in ("stop", "length")
+
+
+def test_max_tokens_and_length_finish(tiny):
+    p = tiny.render_chat([{"role": "user", "content": "Write a long story about a dragon."}])
+    chunks = _gen(tiny, p, max_tokens=5)
+    assert sum(c.n_tokens for c in chunks) == 5
+    assert chunks[-1].finish_reason == "length"
+
+
+def test_greedy_is_deterministic_and_seeded_sampling_repeats(tiny):
+    p = tiny.render_chat([{"role": "user", "content": "Name three colours."}])
+    a = "".join(c.text for c in _gen(tiny, p, max_tokens=15))
+    b = "".join(c.text for c in _gen(tiny, p, max_tokens=15))
+    assert a == b
+    s1 = "".join(c.text for c in _gen(tiny, p, max_tokens=15, temperature=1.0, seed=7))
+    s2 = "".join(c.text for c in _gen(tiny, p, max_tokens=15, temperature=1.0, seed=7))
+    assert s1 == s2
+
+
+def test_stop_string_truncates(tiny):
+    p = "Count: 1, 2, 3, 4, 5, 6, 7, 8,"
+    full = "".join(c.text for c in _gen(tiny, p, max_tokens=20))
+    assert " 10" in full  # the tiny model continues the count
+    chunks = _gen(tiny, p, max_tokens=20, stop=[" 10"])
+    text = "".join(c.text for c in chunks)
+    assert " 10" not in text and text == full[: full.index(" 10")]
+    assert chunks[-1].finish_reason == "stop"
+
+
+def test_prefix_continuation_reuses_kv_cache(tiny):
+    """Continuing from prompt+generated text evaluates only the new tokens."""
+    p = tiny.render_chat([{"role": "user", "content": "Explain what a prime number is in two sentences."}])
+    first = "".join(c.text for c in _gen(tiny, p, max_tokens=20))
+    evaluated = []
+    real_eval = tiny.llm.eval
+    tiny.llm.eval = lambda toks: (evaluated.append(len(toks)), real_eval(toks))[1]
+    try:
+        _gen(tiny, p + first + " In short,", max_tokens=3)
+    finally:
+        del tiny.llm.eval
+    prompt_len = len(tiny.encode(p + first + " In short,"))
+    assert evaluated, "nothing was evaluated"
+    assert evaluated[0] < 12, f"re-evaluated {evaluated[0]} of {prompt_len} prompt tokens"
+
+
+def test_closing_stream_stops_generation(tiny):
+    p = tiny.render_chat([{"role": "user", "content": "Write a long story about a dragon."}])
+    stream = tiny.stream(p, SamplingParams(max_tokens=200))
+    got = [next(stream) for _ in range(3)]
+    evaluated = []
+    real_eval = tiny.llm.eval
+    tiny.llm.eval = lambda toks: (evaluated.append(len(toks)), real_eval(toks))[1]
+    try:
+        stream.close()
+    finally:
+        del tiny.llm.eval
+    assert len(got) == 3 and evaluated == []
+    assert _gen(tiny, "Hi", max_tokens=2)  # the engine is free again
+
+
+def test_chat_template_rendered_from_gguf(small):
+    text = small.render_chat([{"role": "user", "content": "hi"}])
+    assert text.startswith("<|im_start|>system") and text.endswith("<|im_start|>assistant\n")
+
+
+def test_bad_sampling_params(tiny):
+    with pytest.raises(ConfigError, match="max_tokens"):
+        tiny.stream("x", SamplingParams(max_tokens=0))
+    with pytest.raises(ConfigError, match="temperature"):
+        tiny.stream("x", SamplingParams(temperature=-1))
+
+
+def test_n_samples_are_seeded_and_distinct(tiny):
+    p = tiny.render_chat([{"role": "user", "content": "Invent a name for a cat."}])
+    outs = tiny.generate(p, SamplingParams(max_tokens=8, temperature=1.2, seed=1), n=3)
+    assert len(outs) == 3 and all(o.n_tokens >= 1 for o in outs)
+    assert len({o.text for o in outs}) >= 2
+    again = tiny.generate(p, SamplingParams(max_tokens=8, temperature=1.2, seed=1), n=3)
+    assert [o.text for o in outs] == [o.text for o in again]
