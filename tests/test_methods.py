@@ -64,14 +64,22 @@ def test_empty_question_rejected():
 
 
 def test_think_splits_reasoning_and_answer():
-    be = ScriptedBackend(lambda p: "3 plus 4 is 7.\n</think>\n\nSo \\boxed{7}")
+    be = ScriptedBackend(lambda p: "3 plus 4 is 7.\n</think>\n\nSo \\boxed{7}", model_id="scripted-qwen3")
     r = solve("What is 3+4?", backend=be)
     assert r.answer == "7"
     assert r.reasoning == "3 plus 4 is 7."
     assert r.finish_reason == "stop"
     assert r.usage.thinking > 0 and r.usage.answer > 0 and r.usage.forced == 0
-    assert r.emulated_thinking  # model id says qwen2.5: an instruct model
-    assert "<think>" in be.calls[0] and "\\boxed{}" in be.calls[0]
+    assert not r.emulated_thinking  # model id says qwen3: a native reasoning model
+    assert be.calls[0].endswith("<think>\n") and "\\boxed{}" in be.calls[0]
+
+
+def test_emulated_thinking_on_instruct_model():
+    be = ScriptedBackend(lambda p: "3 plus 4 is 7. So \\boxed{7}.")
+    r = solve("What is 3+4?", backend=be)
+    assert r.emulated_thinking and r.answer == "7"
+    assert r.reasoning == "3 plus 4 is 7. So" and r.answer_text == "\\boxed{7}."
+    assert "<think>" not in be.calls[0]
 
 
 def test_think_cap_forces_answer_and_counts_forced_tokens():
@@ -80,7 +88,7 @@ def test_think_cap_forces_answer_and_counts_forced_tokens():
             return "12} and more text"
         return " ".join(["word"] * 200)
 
-    be = ScriptedBackend(respond)
+    be = ScriptedBackend(respond, model_id="scripted-qwen3")
     r = solve("q?", backend=be, method="think(max_thinking=10)")
     assert r.finish_reason == "budget"
     assert r.usage.thinking == 10
@@ -98,10 +106,10 @@ def test_unclosed_thinking_is_forced():
 
 
 def test_direct_has_no_thinking():
-    be = ScriptedBackend(lambda p: "9}")
+    be = ScriptedBackend(lambda p: "9}", model_id="scripted-qwen3")
     r = solve("q?", method="direct", backend=be)
     assert r.answer == "9" and r.usage.thinking == 0 and r.reasoning == ""
-    assert "</think>" in be.calls[0]
+    assert be.calls[0].endswith("<think>\n\n</think>\n\n**Final Answer**\n\\boxed{")
 
 
 def test_missing_capability_fails_up_front():

@@ -9,7 +9,7 @@ def test_family_detection():
     assert family_for("Qwen/Qwen3-8B").name == "qwen3"
     assert family_for("Qwen/QwQ-32B").name == "qwq"
     fam = family_for("qwen2.5-coder-1.5b")
-    assert fam.name == "qwen2.5" and fam.emulated and fam.system_prompt()
+    assert fam.name == "qwen2.5" and fam.emulated and fam.think_start == ""
     assert not family_for("Qwen/Qwen3-8B").emulated
     assert family_for("some/unknown-model").name == "generic-instruct"
     assert family_for("x", "qwen3").name == "qwen3"
@@ -51,3 +51,16 @@ def test_boxed_closed():
     assert boxed_closed("42}")
     assert not boxed_closed("\\frac{1}{2")
     assert boxed_closed("\\frac{1}{2}}")
+
+
+def test_emulated_thinking_ends_at_the_boxed_answer():
+    fam = family_for("qwen2.5-coder-1.5b")
+    text = "Step 1: 2+2=4.\nSo the answer is \\boxed{4}."
+    assert split_reasoning(text, fam) == ("Step 1: 2+2=4.\nSo the answer is", "\\boxed{4}.", True)
+    sp = StreamSplitter(fam)
+    pieces = []
+    for i in range(0, len(text), 3):
+        pieces += sp.feed(text[i : i + 3])
+    pieces += sp.flush()
+    assert "".join(t for c, t in pieces if c == "content") == "\\boxed{4}."
+    assert fam.force_end() == fam.answer_prefix and fam.thinking_prefill("x") == ""

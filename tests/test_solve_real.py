@@ -27,7 +27,7 @@ def test_cut_thinking_at_n_tokens_then_force_answer(small):
     assert r.answer is not None and r.answer != ""
     assert r.answer_text.startswith("**Final Answer**")
     assert r.trace[0].event == "force_answer" and r.trace[0].at_token == 24
-    assert r.usage.forced == small.count_tokens("\n</think>\n\n**Final Answer**\n\\boxed{")
+    assert r.usage.forced == small.count_tokens("\n\n**Final Answer**\n\\boxed{")
 
 
 def test_tiny_model_plumbing(tiny):

@@ -140,6 +140,183 @@ def models():
     console.print(f"[dim]Cache: {cache_dir()}. Other models: a .gguf path, a Hugging Face id/dir, openai:BASE_URL#MODEL, vllm:ID.[/]")
 
 
+@app.command()
+def bench(
+    model: Optional[str] = typer.Option(None, "--model", help="Model string (default: qwen2.5-coder-1.5b)."),
+    dataset: str = typer.Option("builtin", "--dataset", "-d", help="gsm8k, math500, aime24, rg:TASK, jsonl:PATH?..., hf:ID (see `leanthink datasets`)."),
+    methods_: str = typer.Option("think,direct", "--methods", help="Comma-separated method specs."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N items."),
+    seed: int = typer.Option(0, help="Seed for sampling methods and generated datasets."),
+    temperature: float = typer.Option(0.0, help="Sampling temperature for single-chain methods (0 = greedy)."),
+    concurrency: int = typer.Option(1, help="Items in flight at once (useful with HTTP backends)."),
+    out: str = typer.Option("runs/bench", "--out", "-o", help="Results directory (resumable: rerun to continue)."),
+    oracle: bool = typer.Option(True, "--oracle/--no-oracle", help="Run the oracle early-exit analysis on `think` chains."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Directory with gsm8k_dev.jsonl etc. (or LEANTHINK_DATA_DIR)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip malformed dataset lines (counted in the report) instead of failing."),
+    report_: bool = typer.Option(True, "--report/--no-report", help="Write the report when done."),
+):
+    """Run methods on a dataset; store every item; report accuracy vs tokens."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .eval.runner import BenchConfig, command_line, run_bench
+
+    specs = [m.strip() for m in _split_methods(methods_) if m.strip()]
+    cfg = BenchConfig(model=model or "qwen2.5-coder-1.5b", dataset=dataset, methods=specs, out=out, limit=limit,
+                      seed=seed, temperature=temperature, concurrency=concurrency, oracle=oracle,
+                      data_dir=data_dir, skip_bad=skip_bad, command=command_line())
+    if limit is not None and limit <= 0:
+        _fail(LeanthinkError(f"--limit must be a positive integer, got {limit}"))
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        console=err,
+    )
+    tasks: dict[str, int] = {}
+
+    def on_progress(st: dict) -> None:
+        if "oracle_total" in st:
+            if "oracle" not in tasks:
+                tasks["oracle"] = progress.add_task("oracle probes", total=st["oracle_total"], stats="")
+            progress.update(tasks["oracle"], completed=st["oracle_done"])
+            return
+        if "items" not in tasks:
+            tasks["items"] = progress.add_task("bench", total=st["total"], completed=st["done"], stats="")
+            if st["done"]:
+                err.print(f"[dim]resuming: {st['done']} of {st['total']} (method, item) pairs already stored in {out}[/]")
+        acc = f"acc {st['correct'] / st['new']:.1%}" if st["new"] else "acc –"
+        progress.update(tasks["items"], completed=st["done"], stats=f"{acc} · {st['tokens']:,} tok (this run)")
+
+    try:
+        with progress:
+            store = run_bench(cfg, on_progress=on_progress)
+    except LeanthinkError as exc:
+        _fail(exc)
+        return
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted[/]: finished items are saved in {out}; rerun the same command to continue.")
+        raise typer.Exit(130)
+    ds = store.get_meta("dataset", {})
+    if ds.get("skipped"):
+        err.print(f"[yellow]skipped {len(ds['skipped'])} malformed dataset line(s)[/] (listed in the report)")
+    if report_:
+        _print_report(out)
+
+
+def _split_methods(s: str) -> list[str]:
+    from .methods.base import _split_top
+
+    return _split_top(s, ",")
+
+
+def _print_report(directory: str, html: Optional[str] = None) -> None:
+    from .eval.report import build_report
+
+    paths = build_report(directory, html=html)
+    summary = json.loads(paths["summary"].read_text()) if "summary" in paths else None
+    if summary:
+        _summary_table(summary, title=f"results in {directory}")
+    for k, p in paths.items():
+        console.print(f"[dim]{k}: {p}[/]")
+
+
+def _fmt_pct(x) -> str:
+    return "–" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+def _fmt_num(x, nd=0) -> str:
+    return "–" if x is None or x != x else f"{x:,.{nd}f}"
+
+
+def _ratio(x) -> str:
+    return "–" if x is None or x != x else f"{x:.2f}×"
+
+
+def _summary_table(summary: dict, title: str) -> None:
+    t = Table(title=title)
+    for col in ("method", "n", "accuracy (95% CI)", "mean tokens", "vs baseline", "vs oracle", "flips -/+", "p50 s"):
+        t.add_column(col, justify="right" if col != "method" else "left")
+    for m, v in summary["methods"].items():
+        vb = v.get("vs_baseline") or {}
+        lo, hi = v["accuracy_ci"]
+        t.add_row(
+            m + (" *" if m in summary.get("pareto", []) else ""), str(v["n"]),
+            f"{_fmt_pct(v['accuracy'])} ({_fmt_pct(lo)}–{_fmt_pct(hi)})", _fmt_num(v["tokens"]["total"]["mean"]),
+            _ratio(vb.get("token_ratio")) if vb else "baseline", _ratio(v.get("token_ratio_vs_oracle")),
+            f"{vb['right_to_wrong']}/{vb['wrong_to_right']}" if vb else "–", _fmt_num(v["latency_s"]["p50"], 1),
+        )
+    console.print(t)
+    o = summary.get("oracle") or {}
+    if o:
+        console.print(
+            f"oracle early exit: {_fmt_pct(o['share_with_pearl'])} of {o['n']} items have a pearl point; "
+            f"oracle mean {_fmt_num(o['oracle_tokens_mean'])} tokens vs baseline {_fmt_num(o['baseline_tokens_mean'])} "
+            f"({_ratio(o.get('oracle_vs_baseline'))}); pearl at {_fmt_pct(o['pearl_position_mean'])} of the chain on average"
+        )
+    console.print("[dim]* on the Pareto frontier (accuracy vs mean total tokens incl. overhead)[/]")
+
+
+@app.command()
+def report(
+    directory: str = typer.Argument(..., help="A `leanthink bench --out` directory."),
+    html: Optional[str] = typer.Option(None, "--html", help="Where to write the HTML report (default: DIR/report.html)."),
+):
+    """Rebuild the HTML/markdown/JSON report from stored results only."""
+    try:
+        _print_report(directory, html)
+    except LeanthinkError as exc:
+        _fail(exc)
+
+
+@app.command()
+def compare(
+    dir_a: str = typer.Argument(..., help="Results directory A (before)."),
+    dir_b: str = typer.Argument(..., help="Results directory B (after)."),
+):
+    """Compare two benchmark directories method by method, on their common items."""
+    from .eval.metrics import mcnemar_exact
+    from .eval.store import Store
+
+    try:
+        a, b = Store(dir_a, create=False), Store(dir_b, create=False)
+    except LeanthinkError as exc:
+        _fail(exc)
+        return
+    ra = {(r["method"], r["item_id"], r["seed"]): r for r in a.records()}
+    rb = {(r["method"], r["item_id"], r["seed"]): r for r in b.records()}
+    t = Table(title=f"{dir_a} → {dir_b} (common items only)")
+    for col in ("method", "n", "accuracy A", "accuracy B", "tokens A", "tokens B", "token ratio", "flips -/+", "McNemar p"):
+        t.add_column(col, justify="right" if col != "method" else "left")
+    methods_all = sorted({k[0] for k in ra} | {k[0] for k in rb})
+    for m in methods_all:
+        keys = [k for k in ra if k[0] == m and k in rb]
+        if not keys:
+            t.add_row(m, "0", "–", "–", "–", "–", "–", "–", "–")
+            continue
+        n = len(keys)
+        acc_a = sum(ra[k]["correct"] for k in keys) / n
+        acc_b = sum(rb[k]["correct"] for k in keys) / n
+        tok_a = sum(ra[k]["usage"]["total"] for k in keys) / n
+        tok_b = sum(rb[k]["usage"]["total"] for k in keys) / n
+        lost = sum(1 for k in keys if ra[k]["correct"] and not rb[k]["correct"])
+        won = sum(1 for k in keys if not ra[k]["correct"] and rb[k]["correct"])
+        t.add_row(m, str(n), _fmt_pct(acc_a), _fmt_pct(acc_b), _fmt_num(tok_a), _fmt_num(tok_b),
+                  f"{tok_b / tok_a:.2f}×" if tok_a else "–", f"{lost}/{won}", f"{mcnemar_exact(lost, won):.3g}")
+    console.print(t)
+
+
+@app.command()
+def datasets():
+    """List the built-in dataset names."""
+    from .data import list_datasets
+
+    t = Table(title="datasets")
+    t.add_column("spec", style="bold")
+    t.add_column("description")
+    for name, desc in list_datasets():
+        t.add_row(name, desc)
+    console.print(t)
+
+
 def main() -> None:
     try:
         app()

@@ -3,8 +3,11 @@
 Reasoning models put their chain of thought between markers (`<think>`/`</think>` for
 DeepSeek-R1, Qwen3, QwQ). Methods need to know those markers to suppress thinking, to
 force its end, and to probe a trial answer. Instruct models do not think at all; for
-them we *emulate* thinking with a system prompt that asks for the same markers, so every
-thinking-control method works on them too — and every such result is labelled emulated.
+them we *emulate* thinking: the model's own step-by-step text, up to the point where it
+states its boxed answer, is treated as the reasoning block. Forcing the end of thinking is
+then appending the answer prefix. (Asking a small instruct model to write `<think>` tags
+itself cost Qwen2.5-Coder-1.5B most of its GSM8K accuracy in our trials, so we do not.)
+Every thinking-control method works the same way on both, and emulated results say so.
 """
 
 from __future__ import annotations
@@ -12,13 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-EMULATED_SYSTEM_PROMPT = (
-    "You are a careful problem solver. First reason step by step inside <think> and </think> tags. "
-    "After </think>, state the final answer as \\boxed{ANSWER}."
-)
-"""Asks an instruct model for the R1 output shape; used only when the family does not think natively."""
-
-ANSWER_INSTRUCTION = "Put your final answer within \\boxed{}."
+ANSWER_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 """Appended to every question: the DeepSeek-R1 evaluation prompt convention."""
 
 
@@ -32,6 +29,8 @@ class Family:
     think_end: str = "</think>"
     answer_prefix: str = "\n\n**Final Answer**\n\\boxed{"
     """What follows `think_end` when a method forces the answer."""
+    end_in_answer: bool = False
+    """The end marker belongs to the answer (emulated thinking ends at the first `\\boxed{`)."""
     template_kwargs_think: tuple[tuple[str, object], ...] = ()
     template_kwargs_nothink: tuple[tuple[str, object], ...] = ()
 
@@ -39,23 +38,26 @@ class Family:
     def emulated(self) -> bool:
         return not self.native_thinking
 
-    def system_prompt(self) -> str | None:
-        return None if self.native_thinking else EMULATED_SYSTEM_PROMPT
-
     def thinking_prefill(self, rendered_prompt: str) -> str:
         """Text to append after the rendered prompt so the model starts inside the thinking block.
 
         Templates of newer R1 distills already end with `<think>\\n`; do not add it twice."""
+        if not self.think_start:
+            return ""
         if rendered_prompt.rstrip().endswith(self.think_start):
             return "" if rendered_prompt.endswith("\n") else "\n"
         return self.think_start + "\n"
 
     def empty_thinking(self) -> str:
         """A closed, empty thinking block (NoThinking / Qwen3's no-think form)."""
+        if not self.native_thinking:
+            return ""
         return f"{self.think_start}\n\n{self.think_end}"
 
     def force_end(self) -> str:
         """What to append to an unfinished reasoning prefix to make the model answer now."""
+        if self.end_in_answer:
+            return self.answer_prefix
         return f"\n{self.think_end}{self.answer_prefix}"
 
 
@@ -69,9 +71,9 @@ FAMILIES: list[Family] = [
         template_kwargs_nothink=(("enable_thinking", False),),
     ),
     Family("qwq", ("qwq",), True),
-    Family("qwen2.5", ("qwen2.5", "qwen2-", "qwen2_", "qwen-2"), False),
-    Family("smollm2", ("smollm",), False),
-    Family("generic-instruct", (), False),
+    Family("qwen2.5", ("qwen2.5", "qwen2-", "qwen2_", "qwen-2"), False, "", "\\boxed{", end_in_answer=True),
+    Family("smollm2", ("smollm",), False, "", "\\boxed{", end_in_answer=True),
+    Family("generic-instruct", (), False, "", "\\boxed{", end_in_answer=True),
 ]
 _BY_NAME = {f.name: f for f in FAMILIES}
 
@@ -98,17 +100,21 @@ def split_reasoning(text: str, family: Family, started_inside: bool = True) -> t
     inside the reasoning block. A model may also open the block itself.
     """
     body = text
+    if not family.think_start:
+        started_inside = True
     if not started_inside:
         start = body.find(family.think_start)
         if start == -1:
             return "", text.strip(), True
         body = body[start + len(family.think_start):]
     else:
-        body = body.removeprefix(family.think_start) if body.lstrip().startswith(family.think_start) else body
+        if family.think_start and body.lstrip().startswith(family.think_start):
+            body = body.lstrip().removeprefix(family.think_start)
     end = body.find(family.think_end)
     if end == -1:
         return body.strip(), "", False
-    return body[:end].strip(), body[end + len(family.think_end):].strip(), True
+    after = end if family.end_in_answer else end + len(family.think_end)
+    return body[:end].strip(), body[after:].strip(), True
 
 
 class StreamSplitter:
@@ -131,6 +137,9 @@ class StreamSplitter:
         out: list[tuple[str, str]] = []
         while self._buf:
             marker = self.family.think_end if self.in_reasoning else self.family.think_start
+            if not marker:  # emulated thinking has no opening marker: all text before the end is reasoning
+                self.in_reasoning = True
+                marker = self.family.think_end
             if self.closed:
                 if self._at_content_start:  # drop the blank lines right after the end marker
                     self._buf = self._buf.lstrip("\n")
@@ -144,7 +153,8 @@ class StreamSplitter:
             if idx != -1:
                 if self._buf[:idx]:
                     out.append(("reasoning" if self.in_reasoning else "content", self._buf[:idx]))
-                self._buf = self._buf[idx + len(marker):]
+                keep_marker = self.in_reasoning and self.family.end_in_answer
+                self._buf = self._buf[idx if keep_marker else idx + len(marker):]
                 if self.in_reasoning:
                     self.in_reasoning, self.closed = False, True
                     self._at_content_start = True

@@ -75,5 +75,7 @@ class Result(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     latency_s: float = 0.0
     trace: list[TraceEvent] = Field(default_factory=list)
+    prompt: str = ""
+    """The raw prompt the chain started from (chat template applied), for replay and oracle probing."""
     samples: int = 1
     """Number of sampled chains the method ran (1 for single-chain methods)."""

@@ -68,7 +68,7 @@ def load_backend(model: str | None = None, *, quiet: bool = False) -> BaseBacken
 
         b = TransformersBackend(
             spec.target, gguf_file=opts.get("gguf_file"), device=opts.get("device"),
-            dtype=opts.get("dtype"), template=opts.get("template"),
+            dtype=opts.get("dtype"), template=opts.get("template"), threads=opts.get("threads"),
         )
     elif spec.kind == "vllm":
         opts = _options(spec, {"family", "template", "n_ctx"})

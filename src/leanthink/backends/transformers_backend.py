@@ -7,8 +7,9 @@ generation at once. The KV cache of the previous call is kept: a new prompt that
 shares a token prefix with it (continuing from a prefix, probing a trial answer) only
 evaluates the new tokens.
 
-GGUF files are dequantized by transformers on load (`from_pretrained(dir, gguf_file=...)`),
-so they run at full precision, not at the file's quantization.
+GGUF files are read by transformers itself (`from_pretrained(dir, gguf_file=...)`, which
+dequantizes or unpacks the weights), so the numbers, and sometimes the greedy text,
+differ from llama.cpp's for the same file.
 """
 
 from __future__ import annotations
@@ -161,9 +162,12 @@ class TransformersBackend(BaseBackend):
         n = min(n, len(tokens) - 1)  # always feed at least one token to get logits
         if n <= 0 or not _croppable(cache):
             return None, 0
-        if n < len(old):
-            cache.crop(n - len(old))  # negative: drop that many positions (transformers 4.x and 5.x)
-        if cache.get_seq_length() != n:
+        try:
+            if n < len(old):
+                cache.crop(n - len(old))  # negative: drop that many positions (transformers 4.x and 5.x)
+            if cache.get_seq_length() != n:
+                return None, 0
+        except (ValueError, RuntimeError, AttributeError):
             return None, 0
         return cache, n
 
@@ -188,7 +192,10 @@ class TransformersBackend(BaseBackend):
             gen = None
             if params.temperature > 0:
                 gen = torch.Generator(device=self.device)
-                gen.manual_seed(params.seed if params.seed is not None else int(torch.seed()))
+                if params.seed is not None:
+                    gen.manual_seed(params.seed)
+                else:
+                    gen.seed()  # a fresh random seed; leaves torch's global RNG alone
             cache, n_cached = self._take_cache(tokens)
             fed = list(tokens[:n_cached])  # tokens whose keys/values are in `cache`
             step = tokens[n_cached:]
@@ -210,17 +217,15 @@ class TransformersBackend(BaseBackend):
                         tail = stops.flush() + dec.flush()
                         yield Chunk(tail, [tok], lp, top, finish_reason="stop", hidden_state=hidden)
                         return
-                    emit, stopped = stops.feed(dec.add(tok))
-                    if stopped:
-                        yield Chunk(emit, [tok], lp, top, finish_reason="stop", hidden_state=hidden)
-                        return
                     last = produced >= max_tokens
-                    if last:
-                        emit += stops.feed(dec.flush())[0] + stops.flush()
-                    yield Chunk(emit, [tok], lp, top, finish_reason="length" if last else None,
-                                hidden_state=hidden)
-                    if last:
+                    piece = dec.add(tok) + (dec.flush() if last else "")
+                    emit, stopped = stops.feed(piece)
+                    if stopped or last:
+                        finish = "stop" if stopped else "length"
+                        emit += "" if stopped else stops.flush()
+                        yield Chunk(emit, [tok], lp, top, finish_reason=finish, hidden_state=hidden)
                         return
+                    yield Chunk(emit, [tok], lp, top, hidden_state=hidden)
                     step = [tok]
             finally:
                 if consistent and cache is not None:
@@ -248,31 +253,35 @@ class TransformersBackend(BaseBackend):
 class _Detok:
     """Incremental detokenization that never emits a broken UTF-8 sequence.
 
-    Decodes the running token list (from a few tokens of context on) and emits the new
-    suffix; holds text back while it ends in U+FFFD (an incomplete byte sequence)."""
+    Decodes the running token list and emits the new suffix. Only a short window is
+    decoded each step: the tokens since the previous emission plus the ones before
+    them (starting with a few prompt tokens, for the leading space). Text is held back
+    while it ends in U+FFFD, i.e. while a multi-byte character is still incomplete."""
 
     def __init__(self, decode, context: list[int]):
         self.decode = decode
         self.ids = list(context)
-        self.base = decode(self.ids)
-        self.emitted = 0
+        self.prefix = 0  # window start
+        self.read = len(self.ids)  # tokens up to here have been emitted
 
-    def _text(self) -> str:
-        full = self.decode(self.ids)
-        return full[len(self.base):] if full.startswith(self.base) else self.decode(self.ids[len(self.base) and 0:])
+    def _new_text(self) -> str:
+        before = self.decode(self.ids[self.prefix:self.read])
+        now = self.decode(self.ids[self.prefix:])
+        return now[len(before):] if len(now) > len(before) else ""
 
     def add(self, tok: int) -> str:
         self.ids.append(tok)
-        text = self._text()
-        if text.endswith("\ufffd"):
+        text = self._new_text()
+        if not text or text.endswith("\ufffd"):
             return ""
-        new, self.emitted = text[self.emitted:], max(self.emitted, len(text))
-        return new
+        self.prefix, self.read = self.read, len(self.ids)
+        return text
 
     def flush(self) -> str:
-        text = self._text()
-        new, self.emitted = text[self.emitted:], max(self.emitted, len(text))
-        return new
+        """Whatever is held back (possibly with U+FFFD): the stream is ending."""
+        text = self._new_text()
+        self.prefix = self.read = len(self.ids)
+        return text
 
 
 def _sample(torch, logits, params: SamplingParams, gen) -> int:

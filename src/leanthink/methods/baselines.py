@@ -44,7 +44,8 @@ class Direct(Method):
     def run(self, task: Task) -> Result:
         fam = task.family
         prompt = build_prompt(task, thinking=False)
-        inject = fam.empty_thinking() + fam.answer_prefix
+        empty = fam.empty_thinking()
+        inject = empty + fam.answer_prefix if empty else fam.answer_prefix.lstrip()
         chain = Chain(task)
         text, n, _ = chain.complete_boxed(prompt + inject, self.params.max_answer)
         out = ChainOutput(

@@ -25,9 +25,7 @@ FORCED_ANSWER_TOKENS = 40
 def build_prompt(task: Task, *, thinking: bool = True) -> str:
     """Rendered chat prompt, ending where the assistant starts (inside `<think>` if thinking)."""
     fam = task.family
-    system = fam.system_prompt()
-    if task.style.system_extra:
-        system = f"{system}\n\n{task.style.system_extra}" if system else task.style.system_extra
+    system = task.style.system_extra or None
     user = f"{task.question}\n\n{ANSWER_INSTRUCTION}"
     if task.style.user_suffix:
         user = f"{user}\n\n{task.style.user_suffix}"
@@ -224,5 +222,6 @@ def to_result(task: Task, method, out: ChainOutput, *, prompt: str, extra_trace=
         reasoning=out.reasoning,
         finish_reason=out.finish_reason,
         usage=usage,
+        prompt=prompt,
         trace=list(task.pre_trace) + out.trace + list(extra_trace or []),
     )

@@ -1,0 +1,399 @@
+"""Benchmark report, rebuilt from the results store alone.
+
+Why from the store only: a report must be reproducible at any time (after a crash, on
+another machine, after a metrics fix) from the one file `leanthink bench` commits to, so
+nothing here talks to a model. Three outputs from one `summarize()` call:
+
+* `summary.json`: the numbers, for scripts and `leanthink compare` (NaN written as null);
+* `report.md`: command, setup and tables, for a quick read or a pull request;
+* `report.html`: ONE self-contained file (inline CSS, figures as base64 PNG, no URL) that
+  can be mailed or archived and still opens offline years later, with a per-item
+  drill-down so a surprising number can be traced to the chains behind it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html as _html
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError, require
+from .metrics import summarize
+from .store import Store
+
+META_KEYS = ("config", "versions", "dataset", "backend", "commands")
+DASH = "–"
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#1d2330;max-width:1200px;margin:24px auto;padding:0 16px}
+h1{font-size:24px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #dde;padding-bottom:4px}
+table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{border:1px solid #dde;padding:4px 8px;text-align:right;vertical-align:top}
+th:first-child,td:first-child{text-align:left}th{background:#f3f5f9}tr:nth-child(even) td{background:#fafbfd}
+pre{background:#f6f7f9;padding:8px;white-space:pre-wrap;word-break:break-word;max-height:420px;overflow:auto;margin:4px 0}
+.note{background:#fff6df;border-left:4px solid #e8b100;padding:8px 12px}.muted{color:#667}
+.figs{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}figure{margin:0;flex:1 1 520px;max-width:600px}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#556;font-size:12px}
+details{margin:4px 0}details>summary{cursor:pointer}.item{border:1px solid #e3e6ee;border-radius:4px;padding:4px 8px}
+.ok{color:#0a7a32;font-weight:bold}.bad{color:#c0262d;font-weight:bold}.item table{width:100%}.item th,.item td{text-align:left}.item td:last-child{width:55%}
+"""
+
+
+@dataclass
+class _Data:
+    """Everything a renderer needs, read once: renderers never touch the store."""
+
+    records: list[dict]
+    oracle: list[dict]
+    meta: dict[str, Any]
+    summary: dict[str, Any]
+
+    @property
+    def emulated(self) -> bool:
+        backend = self.meta.get("backend") or {}
+        return bool(backend.get("emulated_thinking")) or any(r.get("emulated_thinking") for r in self.records)
+
+
+def build_report(directory: str | Path, *, html: str | Path | None = None) -> dict[str, Path]:
+    """Write summary.json, report.md and the HTML report for a bench directory.
+
+    Returns {"summary", "markdown", "html"} -> path. Raises ConfigError when the
+    directory holds no results, so the CLI prints a message instead of a traceback.
+    """
+    directory = Path(directory)
+    records, oracle, meta = _load(directory)
+    data = _Data(records, oracle, meta, summarize(records, oracle=oracle))
+    paths = {"summary": directory / "summary.json", "markdown": directory / "report.md",
+             "html": Path(html) if html is not None else directory / "report.html"}
+    doc = {**data.summary, **meta}
+    paths["summary"].write_text(json.dumps(_no_nan(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(_markdown(data), encoding="utf-8")
+    paths["html"].parent.mkdir(parents=True, exist_ok=True)
+    paths["html"].write_text(_html_doc(data), encoding="utf-8")
+    return paths
+
+
+def _load(directory: Path) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """Read records, oracle rows and meta; an empty store is a user error, not a blank report."""
+    store = Store(directory, create=False)
+    try:
+        records, oracle = store.records(), store.oracle()
+        meta = {k: store.get_meta(k) for k in META_KEYS}
+    finally:
+        store.close()
+    if not records:
+        raise ConfigError(f"'{directory}' holds no finished items yet; run `leanthink bench --out {directory}` first")
+    return records, oracle, meta
+
+
+def _no_nan(x: Any) -> Any:
+    """NaN/inf -> None: strict JSON that any tool can read (Python's NaN token is not JSON)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _no_nan(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_no_nan(v) for v in x]
+    return x
+
+
+# -- formatting ----------------------------------------------------------------------
+def _ok(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _f(x: Any, spec: str = ".0f", scale: float = 1.0, suffix: str = "") -> str:
+    """One number as text; missing or NaN becomes a dash so no table shows 'nan'."""
+    return f"{x * scale:{spec}}{suffix}" if _ok(x) else DASH
+
+
+def _pct(x: Any) -> str:
+    return _f(x, ".1f", 100, " %")
+
+
+def _key(r: dict) -> tuple[str, int]:
+    return (r["item_id"], r["seed"])
+
+
+# -- tables shared by markdown and HTML (plain text cells, escaped by each renderer) ----
+def _method_table(s: dict) -> tuple[list[str], list[list[str]]]:
+    """Metrics as rows, methods as columns: stays readable with long method specs."""
+    methods, front, base = s["methods"], set(s["pareto"]), s["baseline"]
+    header = ["metric"] + [m + (" ★" if m in front else "") for m in methods]
+
+    def row(label: str, cell: Callable[[str, dict], str]) -> list[str]:
+        return [label] + [cell(m, v) for m, v in methods.items()]
+
+    def vsb(m: str, v: dict, fmt: Callable[[dict], str]) -> str:
+        return fmt(v["vs_baseline"]) if "vs_baseline" in v else ("baseline" if m == base else DASH)
+
+    def mean(p: str) -> Callable[[str, dict], str]:
+        return lambda m, v: _f(v["tokens"][p]["mean"], ".1f")
+
+    return header, [
+        row("items (errors)", lambda m, v: f"{v['n']} ({v['errors']})"),
+        row("accuracy [95% CI]", lambda m, v: f"{_pct(v['accuracy'])} [{_f(v['accuracy_ci'][0], '.1f', 100)}, "
+                                              f"{_f(v['accuracy_ci'][1], '.1f', 100)}]"),
+        row("mean total tokens", lambda m, v: _f(v["tokens"]["total"]["mean"], ".1f")),
+        row("mean thinking tokens", mean("thinking")),
+        row("mean answer tokens", mean("answer")),
+        row("mean forced tokens", mean("forced")),
+        row("mean overhead tokens", mean("overhead")),
+        row("token ratio vs baseline", lambda m, v: vsb(m, v, lambda b: _f(b["token_ratio"], ".2f", suffix="×"))),
+        row("token ratio vs oracle", lambda m, v: _f(v.get("token_ratio_vs_oracle"), ".2f", suffix="×")),
+        row("flips right→wrong / wrong→right", lambda m, v: vsb(m, v, lambda b: f"{b['right_to_wrong']} / {b['wrong_to_right']}")),
+        row("McNemar p (vs baseline)", lambda m, v: vsb(m, v, lambda b: _f(b["mcnemar_p"], ".3g"))),
+        row("latency p50 / p90 (s)", lambda m, v: f"{_f(v['latency_s']['p50'], '.2f')} / {_f(v['latency_s']['p90'], '.2f')}"),
+        row("accuracy per 1k tokens", lambda m, v: _f(v["accuracy_per_1k_tokens"], ".3f")),
+        row("finish reasons", lambda m, v: ", ".join(f"{k} {n}" for k, n in sorted(v["finish_reasons"].items())) or DASH),
+        row("on Pareto frontier", lambda m, v: "★ yes" if m in front else "no"),
+    ]
+
+
+def _oracle_rows(o: dict) -> list[list[str]]:
+    """The floor every early-exit method is judged against, in words a reader can check."""
+    return [
+        ["items analysed", str(o["n"])],
+        ["items with a pearl point (oracle accuracy)", _pct(o["share_with_pearl"])],
+        ["baseline accuracy on these items", _pct(o["baseline_accuracy"])],
+        ["mean tokens: oracle vs baseline", f"{_f(o['oracle_tokens_mean'], '.1f')} vs {_f(o['baseline_tokens_mean'], '.1f')} "
+                                            f"({_f(o['oracle_vs_baseline'], '.2f', suffix='×')})"],
+        ["mean pearl position (% of the chain)", _pct(o["pearl_position_mean"])],
+        ["probes spent", f"{o['probes_total']} probes, {o['probe_tokens_total']} tokens"],
+        ["wrong baseline answers rescued by an earlier exit", str(o["rescued"])],
+    ]
+
+
+def _info(d: _Data) -> list[tuple[str, str]]:
+    """Who/what/which versions: what a reader needs to reproduce or distrust the numbers."""
+    cfg, be, ds = d.meta.get("config") or {}, d.meta.get("backend") or {}, d.meta.get("dataset") or {}
+    r0 = d.records[0]
+    model = be.get("model_id") or cfg.get("model") or r0.get("model") or "?"
+    items = {_key(r) for r in d.records}
+    seeds = sorted({r["seed"] for r in d.records})
+    dataset = f"{ds.get('name') or cfg.get('dataset') or '?'}" + (f" ({ds['source']})" if ds.get("source") else "")
+    n_ds = f", {ds['n_items']} loaded from the dataset" if ds.get("n_items") is not None else ""
+    out = [("model", model), ("backend", be.get("name") or r0.get("backend") or "?"),
+           ("dataset", f"{dataset}: {len({i for i, _ in items})} items run{n_ds}; seed(s) {', '.join(map(str, seeds))}")]
+    if cfg:
+        out.append(("settings", f"temperature {cfg.get('temperature', '?')}, concurrency {cfg.get('concurrency', '?')}, "
+                                f"oracle {'on' if cfg.get('oracle') else 'off'}"))
+    if ds.get("skipped"):
+        out.append(("skipped dataset lines", "; ".join(f"line {ln}: {why}" for ln, why in ds["skipped"][:20])
+                    + (f"; … {len(ds['skipped']) - 20} more" if len(ds["skipped"]) > 20 else "")))
+    out.append(("versions", ", ".join(f"{k} {v}" for k, v in (d.meta.get("versions") or {}).items()) or "not recorded"))
+    return out
+
+
+EMULATED_NOTE = ("Thinking was emulated: the model is an instruct model, not a reasoning model, and was asked "
+                 "by prompt to think first. Token savings may not transfer to real reasoning models.")
+PARETO_NOTE = "★ = on the Pareto frontier of accuracy vs mean total tokens per item (overhead included)."
+
+
+# -- markdown --------------------------------------------------------------------------
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+    return lines + ["| " + " | ".join(map(cell, r)) + " |" for r in rows]
+
+
+def _markdown(d: _Data) -> str:
+    """The report as markdown: everything but figures and the per-item drill-down."""
+    s = d.summary
+    lines = ["# leanthink benchmark report", ""]
+    if d.emulated:
+        lines += [f"> **Note:** {EMULATED_NOTE}", ""]
+    lines += ["## Command", "", "```", *(d.meta.get("commands") or ["(not recorded)"]), "```", "", "## Setup", ""]
+    lines += [f"- **{k}:** {v}" for k, v in _info(d)]
+    lines += ["", "## Methods", "", f"Baseline: `{s['baseline'] or 'none (no `think` run)'}`. {PARETO_NOTE}", ""]
+    lines += _md_table(*_method_table(s))
+    lines += ["", "## Oracle early exit", ""]
+    if s["oracle"]:
+        lines += _md_table(["oracle (first correct cut of each baseline chain)", "value"], _oracle_rows(s["oracle"]))
+    else:
+        lines.append("No oracle analysis in this directory (needs a `think` baseline and `--oracle`).")
+    return "\n".join(lines) + "\n"
+
+
+# -- figures ---------------------------------------------------------------------------
+def _new_figure(w: float, h: float):
+    """A figure on the Agg canvas directly: no pyplot global state, safe in any thread or server."""
+    require("matplotlib", "eval", "the HTML report's figures")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h))
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _fig_pareto(d: _Data) -> str:
+    """Accuracy vs tokens: the one picture that says which method is worth it."""
+    fig, ax = _new_figure(6, 4.2)
+    s, front = d.summary, d.summary["pareto"]
+    for m, v in s["methods"].items():
+        x, y, (lo, hi) = v["tokens"]["total"]["mean"], 100 * v["accuracy"], v["accuracy_ci"]
+        if not (_ok(x) and _ok(y)):
+            continue
+        err = [[y - 100 * lo if _ok(lo) else 0], [100 * hi - y if _ok(hi) else 0]]
+        ax.errorbar(x, y, yerr=err, fmt="o", capsize=4, color="#1f77b4" if m in front else "#888", zorder=3)
+        ax.annotate(m, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=8)
+    pts = [(s["methods"][m]["tokens"]["total"]["mean"], 100 * s["methods"][m]["accuracy"]) for m in front]
+    if pts:
+        ax.plot(*zip(*pts), "-", color="#1f77b4", lw=2, alpha=0.6, label="Pareto frontier", zorder=2)
+    o = s["oracle"]
+    if o and _ok(o.get("oracle_tokens_mean")) and _ok(o.get("oracle_accuracy")):
+        ax.plot(o["oracle_tokens_mean"], 100 * o["oracle_accuracy"], "*", ms=16, color="#d62728", ls="", label="oracle exit")
+    ax.set_xlabel("mean total tokens per item (incl. overhead)")
+    ax.set_ylabel("accuracy % (95% CI)")
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.15, y=0.1)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
+    return _png(fig)
+
+
+def _by_method(records: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in records:
+        out.setdefault(r["method"], []).append(r)
+    return out
+
+
+def _fig_hist(d: _Data) -> str:
+    """Per-item token spread: a mean hides whether a method saves everywhere or only on a few items."""
+    import numpy as np
+
+    fig, ax = _new_figure(6, 4.2)
+    groups = _by_method(d.records)
+    edges = np.histogram_bin_edges([r["usage"]["total"] for r in d.records], bins=30)
+    for i, (m, rs) in enumerate(groups.items()):
+        ax.hist([r["usage"]["total"] for r in rs], bins=edges, histtype="step", lw=1.8, label=m, color=f"C{i % 10}")
+    ax.set_xlabel("total tokens per item")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("items")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def _exit_points(d: _Data) -> dict[str, list[tuple[float, float]]]:
+    """(oracle pearl thinking tokens, method thinking tokens) for every item that has a pearl."""
+    pearls = {_key(o): o["pearl_thinking_tokens"] for o in d.oracle if o.get("pearl_thinking_tokens") is not None}
+    pts: dict[str, list[tuple[float, float]]] = {}
+    for r in d.records:
+        if r["method"] != d.summary["baseline"] and not r.get("error") and _key(r) in pearls:
+            pts.setdefault(r["method"], []).append((pearls[_key(r)], r["usage"]["thinking"]))
+    return pts
+
+
+def _fig_exit(d: _Data) -> str | None:
+    """Where each method stopped vs where it could have stopped: below the diagonal = too early."""
+    pts = _exit_points(d)
+    if not pts:
+        return None
+    fig, ax = _new_figure(6, 4.2)
+    top = max(max(x, y) for p in pts.values() for x, y in p) or 1
+    ax.plot([0, top], [0, top], "--", color="#999", lw=1, label="y = x (exit at the pearl)")
+    for i, (m, p) in enumerate(pts.items()):
+        ax.scatter(*zip(*p), s=22, alpha=0.75, label=m, color=f"C{(i + 1) % 10}")
+    ax.set_xlabel("oracle pearl point (thinking tokens)")
+    ax.set_ylabel("method's thinking tokens")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+# -- HTML ------------------------------------------------------------------------------
+def _e(x: Any) -> str:
+    return _html.escape(str(x), quote=True)
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure(uri: str | None, caption: str, missing: str = "") -> str:
+    if uri is None:
+        return f"<p class='muted'>{_e(missing)}</p>"
+    return f"<figure><img alt='{_e(caption)}' src='{uri}'><figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _item_html(key: tuple[str, int], recs: dict[str, dict], pearl: dict | None, show_seed: bool) -> str:
+    """One collapsible item: question, gold, and each method's answer with its chain."""
+    first = next(iter(recs.values()))
+    marks = " · ".join(f"{_e(m)} <span class='{'ok' if r['correct'] else 'bad'}'>{'✓' if r['correct'] else '✗'}</span>"
+                       for m, r in recs.items())
+    title = _e(key[0]) + (f" (seed {key[1]})" if show_seed else "")
+    rows = []
+    for m, r in recs.items():
+        ans = _e(r.get("answer") if r.get("answer") is not None else DASH)
+        if r.get("error"):
+            ans += f"<br><span class='bad'>error: {_e(r['error'])}</span>"
+        reasoning = r.get("reasoning") or ""
+        chain = (f"<details><summary>reasoning ({len(reasoning)} chars)</summary><pre>{_e(reasoning)}</pre></details>"
+                 if reasoning else "<span class='muted'>none</span>")
+        ok = f"<span class='{'ok' if r['correct'] else 'bad'}'>{'✓' if r['correct'] else '✗'}</span>"
+        rows.append(f"<tr><td>{_e(m)}</td><td>{ans}</td><td>{ok}</td><td>{_e(r['usage']['total'])}</td>"
+                    f"<td>{_e(r['usage']['thinking'])}</td><td>{_e(r.get('finish_reason', '?'))}</td><td>{chain}</td></tr>")
+    where = ""
+    if pearl is not None:
+        pt = pearl.get("pearl_thinking_tokens")
+        where = (f"<p class='muted'>oracle: first correct cut at {_e(pt)} thinking tokens of {_e(pearl.get('thinking_tokens'))}</p>"
+                 if pt is not None else "<p class='muted'>oracle: no cut of the baseline chain gives the right answer</p>")
+    return (f"<details class='item'><summary><b>{title}</b> — {marks}</summary>"
+            f"<p><b>Question</b></p><pre>{_e(first.get('question', ''))}</pre><p><b>Gold:</b> {_e(first.get('gold'))}</p>{where}"
+            "<table><thead><tr><th>method</th><th>answer</th><th>correct</th><th>total tokens</th>"
+            f"<th>reasoning tokens</th><th>finish</th><th>reasoning</th></tr></thead><tbody>{''.join(rows)}</tbody></table></details>")
+
+
+def _drilldown(d: _Data) -> str:
+    items: dict[tuple[str, int], dict[str, dict]] = {}
+    for r in d.records:
+        items.setdefault(_key(r), {})[r["method"]] = r
+    oracle = {_key(o): o for o in d.oracle}
+    show_seed = len({k[1] for k in items}) > 1
+    return "\n".join(_item_html(k, recs, oracle.get(k), show_seed) for k, recs in items.items())
+
+
+def _html_doc(d: _Data) -> str:
+    """The full self-contained page; every piece of model or user text goes through html.escape."""
+    s = d.summary
+    note = f"<p class='note'><b>Note:</b> {_e(EMULATED_NOTE)}</p>" if d.emulated else ""
+    cmds = "\n".join(d.meta.get("commands") or ["(not recorded)"])
+    info = "".join(f"<tr><td>{_e(k)}</td><td style='text-align:left'>{_e(v)}</td></tr>" for k, v in _info(d))
+    if s["oracle"]:
+        oracle = _html_table(["oracle (first correct cut of each baseline chain)", "value"], _oracle_rows(s["oracle"]))
+    else:
+        oracle = "<p class='muted'>No oracle analysis in this directory (needs a <code>think</code> baseline and --oracle).</p>"
+    figs = "".join([
+        _figure(_fig_pareto(d), "Accuracy vs mean total tokens (95% CI). Line: Pareto frontier; star: oracle exit."),
+        _figure(_fig_hist(d), "Total tokens per item, by method."),
+        _figure(_fig_exit(d), "Exit point vs oracle pearl point, per item (non-baseline methods).",
+                "No exit-vs-oracle plot: no oracle pearl points, or no non-baseline method ran on those items."),
+    ])
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>leanthink report</title><style>{CSS}</style></head>
+<body>
+<h1>leanthink benchmark report</h1>
+{note}
+<h2>Command</h2><pre>{_e(cmds)}</pre>
+<h2>Setup</h2><table><tbody>{info}</tbody></table>
+<h2>Methods</h2><p>Baseline: <code>{_e(s['baseline'] or 'none')}</code>. {_e(PARETO_NOTE)}</p>
+{_html_table(*_method_table(s))}
+<h2>Figures</h2><div class="figs">{figs}</div>
+<h2>Oracle early exit</h2>{oracle}
+<h2>Items</h2><p class="muted">Click an item to see each method's answer and reasoning.</p>
+{_drilldown(d)}
+</body></html>
+"""

@@ -1,0 +1,148 @@
+"""`leanthink bench`: every method on every item, resumable, with live progress."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import ConfigError, LeanthinkError
+from ..grading import grade
+from ..methods import Method, Task, get_method
+from .store import Store
+
+
+@dataclass
+class BenchConfig:
+    model: str
+    dataset: str
+    methods: list[str]
+    out: str
+    limit: int | None = None
+    seed: int = 0
+    temperature: float = 0.0
+    concurrency: int = 1
+    oracle: bool = True
+    oracle_max_probes: int = 40
+    data_dir: str | None = None
+    skip_bad: bool = False
+    command: str = ""
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("leanthink", "llama-cpp-python", "math-verify", "transformers", "torch"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_one(method: Method, item, backend, seed: int, temperature: float) -> dict[str, Any]:
+    task = Task.create(item.question, backend, seed=seed, temperature=temperature)
+    t0 = time.perf_counter()
+    try:
+        res = method(task)
+        data = res.model_dump()
+        error = None
+    except LeanthinkError as exc:  # e.g. a prompt longer than the context: recorded, counted wrong
+        data = {"question": item.question, "method": method.spec, "answer": None, "reasoning": "", "answer_text": "",
+                "finish_reason": "error", "usage": {"prompt": 0, "thinking": 0, "answer": 0, "forced": 0, "overhead": 0, "total": 0},
+                "latency_s": time.perf_counter() - t0, "trace": [], "samples": 0, "prompt": ""}
+        error = str(exc)
+    correct = error is None and grade(data.get("answer"), item.answer, item.kind)
+    data.update(method=method.spec, item_id=item.id, seed=seed, gold=item.answer, kind=item.kind,
+                correct=bool(correct), error=error)
+    return data
+
+
+def run_bench(cfg: BenchConfig, *, on_progress: Callable[[dict], None] | None = None, backend=None) -> Store:
+    from ..api import get_backend
+    from ..data import load_dataset
+
+    if cfg.concurrency < 1:
+        raise ConfigError(f"--concurrency must be >= 1, got {cfg.concurrency}")
+    methods = [get_method(m) for m in cfg.methods]
+    if not methods:
+        raise ConfigError("no methods given; e.g. --methods think,direct")
+    specs = [m.spec for m in methods]
+    if len(set(specs)) != len(specs):
+        raise ConfigError(f"the same method is listed twice: {', '.join(specs)}")
+    ds = load_dataset(cfg.dataset, limit=cfg.limit, data_dir=cfg.data_dir, skip_bad=cfg.skip_bad, seed=cfg.seed)
+    store = Store(cfg.out)
+    store.check_identity({"model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed, "temperature": cfg.temperature})
+    be = backend or get_backend(cfg.model)
+    for m in methods:
+        m.check(be)
+    store.set_meta("config", {**cfg.__dict__, "methods": sorted(set(specs) | set(store.get_meta("config", {}).get("methods", [])))})
+    store.set_meta("versions", versions())
+    store.set_meta("dataset", {"name": ds.name, "source": ds.source, "n_items": len(ds.items), "skipped": ds.skipped})
+    store.set_meta("backend", {"name": be.name, "model_id": be.model_id})
+    history = store.get_meta("commands", [])
+    if cfg.command and (not history or history[-1] != cfg.command):
+        store.set_meta("commands", history + [cfg.command])
+
+    done = store.done_keys()
+    todo = [(m, it) for it in ds.items for m in methods if (m.spec, it.id, cfg.seed) not in done]
+    state = {"total": len(ds.items) * len(methods), "done": len(ds.items) * len(methods) - len(todo),
+             "new": 0, "correct": 0, "tokens": 0, "skipped_lines": len(ds.skipped)}
+
+    def record(data: dict) -> None:
+        if store.put(data["method"], data["item_id"], data["seed"], data["correct"], data):
+            state["done"] += 1
+            state["new"] += 1
+            state["correct"] += int(data["correct"])
+            state["tokens"] += data["usage"]["total"]
+        if on_progress:
+            on_progress(dict(state, last=data))
+
+    if on_progress:
+        on_progress(dict(state, last=None))
+    if cfg.concurrency == 1:
+        for m, it in todo:
+            record(run_one(m, it, be, cfg.seed, cfg.temperature))
+    else:
+        with ThreadPoolExecutor(cfg.concurrency) as ex:
+            pending = set()
+            queue = iter(todo)
+            for m, it in queue:
+                pending.add(ex.submit(run_one, m, it, be, cfg.seed, cfg.temperature))
+                if len(pending) >= cfg.concurrency * 2:
+                    break
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    record(f.result())
+                for m, it in queue:
+                    pending.add(ex.submit(run_one, m, it, be, cfg.seed, cfg.temperature))
+                    if len(pending) >= cfg.concurrency * 2:
+                        break
+
+    if cfg.oracle and "think" in specs:
+        run_oracle(store, be, cfg, on_progress=on_progress)
+    return store
+
+
+def run_oracle(store: Store, backend, cfg: BenchConfig, on_progress=None) -> None:
+    from .oracle import find_pearl
+
+    done = store.oracle_done()
+    todo = [r for r in store.records("think") if (r["item_id"], r["seed"]) not in done and not r.get("error")]
+    for i, r in enumerate(todo):
+        task = Task.create(r["question"], backend, seed=r["seed"], temperature=0.0)
+        store.put_oracle(r["item_id"], r["seed"], find_pearl(r, task, max_probes=cfg.oracle_max_probes))
+        if on_progress:
+            on_progress({"oracle_done": i + 1, "oracle_total": len(todo)})
+
+
+def command_line() -> str:
+    import shlex
+
+    args = sys.argv[1:]
+    return "leanthink " + " ".join(shlex.quote(a) for a in args)
