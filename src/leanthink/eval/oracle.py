@@ -44,8 +44,12 @@ def find_pearl(record: dict[str, Any], task: Task, *, max_probes: int = 40) -> d
     reasoning, prompt = record["reasoning"], record["prompt"]
     base_total = record["usage"]["total"]
     trajectory, probe_tokens, pearl = [], 0, None
+    seen: set[int] = set()
     for off in boundaries(reasoning, max_probes=max_probes):
         prefix = reasoning[:off]
+        if len(prefix.rstrip()) in seen:  # a cue right after a line break: same cut twice
+            continue
+        seen.add(len(prefix.rstrip()))
         p = chain.probe(prompt, prefix)
         probe_tokens += p.tokens
         thinking_at = task.backend.count_tokens(prefix.rstrip())
