@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Optional
 
 import typer
@@ -172,8 +173,13 @@ def bench(
         console=err,
     )
     tasks: dict[str, int] = {}
+    plain = not err.is_terminal  # logs and CI: a line every few items instead of a live bar
+    t_start = time.time()
 
     def on_progress(st: dict) -> None:
+        if plain:
+            _plain_progress(st, t_start)
+            return
         if "oracle_total" in st:
             if "oracle" not in tasks:
                 tasks["oracle"] = progress.add_task("oracle probes", total=st["oracle_total"], stats="")
@@ -200,6 +206,23 @@ def bench(
         err.print(f"[yellow]skipped {len(ds['skipped'])} malformed dataset line(s)[/] (listed in the report)")
     if report_:
         _print_report(out)
+
+
+def _plain_progress(st: dict, t_start: float) -> None:
+    if "oracle_total" in st:
+        n, total = st["oracle_done"], st["oracle_total"]
+        if n == total or n % 10 == 0:
+            err.print(f"oracle probes {n}/{total} · {time.time() - t_start:.0f}s", highlight=False)
+        return
+    if st.get("last") is None:
+        if st["done"]:
+            err.print(f"resuming: {st['done']} of {st['total']} (method, item) pairs already stored", highlight=False)
+        return
+    if st["new"] % 10 == 0 or st["done"] == st["total"]:
+        rate = (time.time() - t_start) / max(st["new"], 1)
+        eta = rate * (st["total"] - st["done"])
+        err.print(f"bench {st['done']}/{st['total']} · acc {st['correct'] / st['new']:.1%} · {st['tokens']:,} tok "
+                  f"(this run) · {time.time() - t_start:.0f}s · ETA {eta:.0f}s", highlight=False)
 
 
 def _split_methods(s: str) -> list[str]:
