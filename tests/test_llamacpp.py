@@ -101,3 +101,16 @@ def test_n_samples_are_seeded_and_distinct(tiny):
     assert len({o.text for o in outs}) >= 2
     again = tiny.generate(p, SamplingParams(max_tokens=8, temperature=1.2, seed=1), n=3)
     assert [o.text for o in outs] == [o.text for o in again]
+
+
+def test_interleaved_streams_do_not_corrupt_each_other(tiny):
+    """A probe started while another stream is suspended must not change that stream's text."""
+    p = tiny.render_chat([{"role": "user", "content": "List the planets of the solar system."}])
+    alone = "".join(c.text for c in _gen(tiny, p, max_tokens=24))
+    outer = tiny.stream(p, SamplingParams(max_tokens=24))
+    text = ""
+    for i, c in enumerate(outer):
+        text += c.text
+        if i == 5:  # run another generation in the middle
+            _gen(tiny, "Unrelated prompt about cooking pasta:", max_tokens=5)
+    assert text == alone

@@ -86,19 +86,25 @@ class LlamaCppBackend(BaseBackend):
             if params.seed is not None:
                 llm.set_seed(params.seed)
             greedy = params.temperature == 0
-            gen = llm.generate(
-                tokens,
+            sampling = dict(
                 temp=params.temperature if not greedy else 0.0,
                 top_p=params.top_p, top_k=params.top_k if params.top_k > 0 else (1 if greedy else 0),
                 min_p=0.0, repeat_penalty=1.0, reset=True,
             )
+            me = object()
+            self._owner = me
+            gen = llm.generate(tokens, **sampling)
             stops = StopMatcher(params.stop)
             pending = b""
             produced: list[int] = []
             prev = list(tokens)
             eos = self._eos_ids
             try:
-                for tok in gen:
+                while True:
+                    try:
+                        tok = next(gen)
+                    except StopIteration:
+                        return
                     lp, top = self._logprobs(tok, params.logprobs)
                     if tok in eos:
                         tail = stops.flush() + pending.decode("utf-8", errors="replace")
@@ -118,6 +124,13 @@ class LlamaCppBackend(BaseBackend):
                     yield Chunk(emit, [tok], lp, top, finish_reason="length" if last else None)
                     if last:
                         return
+                    if self._owner is not me:
+                        # Another stream used the model while this one was suspended (same thread,
+                        # e.g. a probe): the KV cache no longer holds our context. Restart from our
+                        # own tokens; the prefix match re-evaluates only what diverged.
+                        gen.close()
+                        self._owner = me
+                        gen = llm.generate(tokens + produced, **sampling)
             except RuntimeError as exc:
                 raise BackendUnavailableError(f"llama.cpp failed while generating: {exc}") from exc
             finally:

@@ -43,11 +43,34 @@ class ThinkState:
 
     reasoning: str
     n_tokens: int
+    """Thinking tokens generated so far in this chain (across injections)."""
     chunk: Chunk
+    paused: bool = False
+    """True on the second call after the controller asked for `Stop("pause")`: the stream
+    is closed, so the controller may now use the backend (probe) before deciding."""
 
 
-Controller = Callable[[ThinkState], "str | None"]
-"""Returns None to go on, or a reason string to stop thinking now (the answer is then forced)."""
+@dataclass
+class Stop:
+    """A controller's decision to interrupt thinking.
+
+    `exit`-like reasons end thinking: the answer is forced, or `answer` (a probe that was
+    already run) is used as is. `inject` appends `text` to the reasoning and goes on.
+    `pause` closes the stream and calls the controller again with `paused=True`; this is
+    how probes run: never while a stream is suspended (an in-process engine has one KV
+    cache, and a single-slot server would interrupt or block the suspended request).
+    Returning None after a pause resumes generation from the reasoning so far.
+    """
+
+    reason: str
+    reasoning: str | None = None
+    """Cut the reasoning to this text (e.g. drop a trailing "Wait")."""
+    answer: "Probe | None" = None
+    inject: str | None = None
+    detail: dict = field(default_factory=dict)
+
+
+Controller = Callable[[ThinkState], "Stop | None"]
 
 
 @dataclass
@@ -83,62 +106,96 @@ class Chain:
         controller: Controller | None = None,
         logprobs: int | None = None,
         reasoning_prefix: str = "",
+        out: ChainOutput | None = None,
+        answer_on_cut: bool = True,
     ) -> ChainOutput:
-        """Think (until `</think>`, EOS, the cap or the controller says stop), then answer."""
-        out = ChainOutput()
-        splitter = StreamSplitter(self.family, started_inside=True)
-        reasoning, answer = reasoning_prefix, ""
-        stop_reason: str | None = None
-        finish = "stop"
-        stream = self.backend.stream(prompt + reasoning_prefix, self.params(max_thinking + max_answer, logprobs=logprobs))
-        try:
-            for chunk in stream:
-                was_thinking = not splitter.closed
-                for channel, text in splitter.feed(chunk.text):
-                    if channel == "reasoning":
-                        reasoning += text
-                    else:
-                        answer += text
-                if was_thinking:
-                    out.thinking_tokens += chunk.n_tokens
-                    if not splitter.closed:
-                        if controller is not None:
-                            stop_reason = controller(ThinkState(reasoning, out.thinking_tokens, chunk))
-                        if stop_reason is None and out.thinking_tokens >= max_thinking:
-                            stop_reason = "budget"
-                        if stop_reason is not None:
-                            break
-                else:
-                    out.answer_tokens += chunk.n_tokens
-                    if out.answer_tokens >= max_answer:
-                        finish = "length"
-                        break
-                if chunk.finish_reason:
-                    finish = chunk.finish_reason
-        finally:
-            close = getattr(stream, "close", None)
-            if close:
-                close()
-        for channel, text in splitter.flush():
-            if channel == "reasoning":
-                reasoning += text
-            else:
-                answer += text
-        out.reasoning = reasoning.strip()
+        """Think (until the end marker, EOS, the cap, or the controller stops it), then answer.
 
-        if splitter.closed and stop_reason is None:
+        Token accounting is the point of this loop: every generated token lands in exactly one
+        of thinking / answer; injected text is `forced`; probes are `overhead` (added by the
+        controller through `out.overhead_tokens`)."""
+        out = out or ChainOutput()
+        reasoning = reasoning_prefix
+        while True:
+            splitter = StreamSplitter(self.family, started_inside=True)
+            answer, stop, finish = "", None, "stop"
+            remaining = max(1, max_thinking - out.thinking_tokens)
+            stream = self.backend.stream(prompt + reasoning, self.params(remaining + max_answer, logprobs=logprobs))
+            try:
+                for chunk in stream:
+                    was_thinking = not splitter.closed
+                    for channel, text in splitter.feed(chunk.text):
+                        if channel == "reasoning":
+                            reasoning += text
+                        else:
+                            answer += text
+                    if was_thinking:
+                        out.thinking_tokens += chunk.n_tokens
+                        if not splitter.closed:
+                            if controller is not None:
+                                stop = controller(ThinkState(reasoning, out.thinking_tokens, chunk))
+                            if stop is None and out.thinking_tokens >= max_thinking:
+                                stop = Stop("budget")
+                            if stop is not None:
+                                break
+                    else:
+                        out.answer_tokens += chunk.n_tokens
+                        if out.answer_tokens >= max_answer:
+                            finish = "length"
+                            break
+                    if chunk.finish_reason:
+                        finish = chunk.finish_reason
+            finally:
+                close = getattr(stream, "close", None)
+                if close:
+                    close()
+            if stop is not None and stop.reason == "pause":
+                # Text held back as a possible marker prefix is dropped: it is regenerated on resume.
+                stop = controller(ThinkState(reasoning, out.thinking_tokens, chunk, paused=True)) if controller else None
+                if stop is None:
+                    continue
+            if stop is not None and stop.inject is not None:
+                out.forced_tokens += self.backend.count_tokens(stop.inject)
+                out.trace.append(TraceEvent(event=stop.reason, at_token=out.thinking_tokens, detail=stop.detail))
+                reasoning = (stop.reasoning if stop.reasoning is not None else reasoning) + stop.inject
+                continue
+            for channel, text in splitter.flush():
+                if channel == "reasoning":
+                    reasoning += text
+                else:
+                    answer += text
+            break
+
+        if stop is not None and stop.reasoning is not None:
+            reasoning = stop.reasoning
+        out.reasoning = reasoning.strip()
+        if splitter.closed and stop is None:
             out.answer_text, out.finish_reason = answer.strip(), finish
             if extract_answer(out.answer_text) is None and finish == "length":
                 out.trace.append(TraceEvent(event="answer_cut", at_token=out.answer_tokens))
             return out
 
-        # Thinking was cut (cap/controller) or the model stopped without closing it: force the answer.
+        # Thinking was cut (cap/controller) or the model stopped without closing it: answer now.
         out.closed_naturally = False
-        why = stop_reason or ("length" if finish == "length" else "no_end_of_thinking")
-        out.trace.append(TraceEvent(event="force_answer", at_token=out.thinking_tokens, detail={"reason": why}))
-        text, forced, gen = self.force_answer(prompt, reasoning)
-        out.answer_text, out.forced_tokens, out.answer_tokens = text, forced, out.answer_tokens + gen
-        out.finish_reason = "budget" if stop_reason == "budget" else ("exit" if stop_reason else "forced")
+        if not answer_on_cut:
+            out.finish_reason = "cut"
+            return out
+        why = stop.reason if stop else ("length" if finish == "length" else "no_end_of_thinking")
+        out.trace.append(TraceEvent(event="force_answer" if not (stop and stop.answer) else "exit",
+                                    at_token=out.thinking_tokens, detail={"reason": why, **(stop.detail if stop else {})}))
+        if stop is not None and stop.answer is not None:
+            # The probe that convinced the controller is the answer: its tokens move from
+            # overhead to forced (injected) + answer (generated).
+            p = stop.answer
+            inject_n = self.backend.count_tokens(self.family.force_end())
+            out.overhead_tokens -= p.tokens
+            out.forced_tokens += inject_n
+            out.answer_tokens += p.tokens - inject_n
+            out.answer_text = self.family.answer_prefix.strip() + p.text
+        else:
+            text, forced, gen = self.force_answer(prompt, reasoning)
+            out.answer_text, out.forced_tokens, out.answer_tokens = text, out.forced_tokens + forced, out.answer_tokens + gen
+        out.finish_reason = {"budget": "budget", None: "forced"}.get(stop.reason if stop else None, "exit")
         return out
 
     def force_answer(self, prompt: str, reasoning: str, *, max_tokens: int = FORCED_ANSWER_TOKENS) -> tuple[str, int, int]:
