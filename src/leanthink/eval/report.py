@@ -187,8 +187,9 @@ def _info(d: _Data) -> list[tuple[str, str]]:
     return out
 
 
-EMULATED_NOTE = ("Thinking was emulated: the model is an instruct model, not a reasoning model, and was asked "
-                 "by prompt to think first. Token savings may not transfer to real reasoning models.")
+EMULATED_NOTE = ("Thinking was emulated: the model is an instruct model, not a reasoning model. Its own "
+                 "step-by-step text up to the boxed answer is treated as the reasoning. Token savings may not "
+                 "transfer to real reasoning models, whose chains are longer and more redundant.")
 PARETO_NOTE = "★ = on the Pareto frontier of accuracy vs mean total tokens per item (overhead included)."
 
 
@@ -257,7 +258,7 @@ def _fig_pareto(d: _Data) -> str:
     ax.grid(alpha=0.3)
     ax.margins(x=0.15, y=0.1)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     return _png(fig)
 
 
