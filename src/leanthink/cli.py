@@ -340,6 +340,11 @@ def datasets():
     console.print(t)
 
 
+from .server.cli import serve  # noqa: E402
+
+app.command()(serve)
+
+
 def main() -> None:
     try:
         app()

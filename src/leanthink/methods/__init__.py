@@ -13,7 +13,7 @@ def ensure_loaded() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from . import baselines, control, early_exit, prompting  # noqa: F401
+    from . import baselines, collab, control, early_exit, prompting, sampling  # noqa: F401
 
 
 __all__ = ["REGISTRY", "Method", "PromptStyle", "Task", "get_method", "register", "ensure_loaded"]

@@ -108,13 +108,19 @@ class Chain:
         reasoning_prefix: str = "",
         out: ChainOutput | None = None,
         answer_on_cut: bool = True,
+        on_text: Callable[[str, str], None] | None = None,
     ) -> ChainOutput:
         """Think (until the end marker, EOS, the cap, or the controller stops it), then answer.
 
         Token accounting is the point of this loop: every generated token lands in exactly one
         of thinking / answer; injected text is `forced`; probes are `overhead` (added by the
-        controller through `out.overhead_tokens`)."""
+        controller through `out.overhead_tokens`).
+
+        `on_text(channel, delta)` (channel `reasoning` or `content`) is called as the chain's
+        text is produced, for streaming; if not given, the backend's `on_text` attribute is used
+        (the proxy sets it on a per-request backend wrapper). Probes are never reported."""
         out = out or ChainOutput()
+        emit = on_text or getattr(self.backend, "on_text", None)
         reasoning = reasoning_prefix
         while True:
             splitter = StreamSplitter(self.family, started_inside=True)
@@ -129,6 +135,8 @@ class Chain:
                             reasoning += text
                         else:
                             answer += text
+                        if emit:
+                            emit(channel, text)
                     if was_thinking:
                         out.thinking_tokens += chunk.n_tokens
                         if not splitter.closed:
@@ -158,12 +166,16 @@ class Chain:
                 out.forced_tokens += self.backend.count_tokens(stop.inject)
                 out.trace.append(TraceEvent(event=stop.reason, at_token=out.thinking_tokens, detail=stop.detail))
                 reasoning = (stop.reasoning if stop.reasoning is not None else reasoning) + stop.inject
+                if emit:
+                    emit("reasoning", stop.inject)
                 continue
             for channel, text in splitter.flush():
                 if channel == "reasoning":
                     reasoning += text
                 else:
                     answer += text
+                if emit:
+                    emit(channel, text)
             break
 
         if stop is not None and stop.reasoning is not None:

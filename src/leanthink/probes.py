@@ -1,0 +1,379 @@
+"""Linear probes on hidden states for `probe-exit` ("Reasoning Models Know When They're Right").
+
+Training (`train_probe`, CLI `leanthink probe train`): for each training item, run a
+greedy `think` chain; at every step end (the reasoning so far ends with the step
+delimiter, `\\n\\n` by default) force the answer from that prefix (the same probe DEER
+uses) and label the point 1 if that answer matches the gold answer, else 0. The feature
+is the last-layer hidden state of the last token of `prompt + reasoning prefix`
+(`backend.hidden_states_for(...)[-1]`), exactly what `probe-exit` computes at inference.
+A logistic regression with L2 (numpy, Newton's method) is fit on standardised features
+of the training items; held-out items (split by item, not by point) give AUC/accuracy.
+
+Probe file: JSON, `"format": "leanthink-probe/1"`:
+
+  format           "leanthink-probe/1"
+  model_id         backend.model_id the probe was trained on (probe-exit notes a mismatch)
+  backend          engine name (e.g. transformers)
+  layer            -1 = the last layer's hidden state, as the backend returns it
+  position         "last token of prompt + reasoning prefix ending at a step delimiter"
+  step_delimiter   "\\n\\n" (probe-exit checks at the same points)
+  hidden_size      d
+  mean, std        d floats each; features are standardised as (h - mean) / std
+  weights, bias    d floats and a float: p(correct) = sigmoid(weights . (h - mean) / std + bias)
+  l2               L2 strength of the fit (on the weights, not the bias)
+  label            what class 1 means
+  training         dataset, items (ids), heldout_items, question_sha1 (of every item used),
+                   n_points, n_positive, single_class, max_thinking, max_points, seed, holdout
+  metrics          train_auc, train_accuracy, heldout_auc, heldout_accuracy, heldout_points,
+                   heldout_positive (null where undefined, e.g. AUC with one class)
+  created, leanthink_version
+
+A training set with a single class (all points right, or all wrong) gives a constant
+probe: zero weights and the bias of the smoothed base rate, flagged `single_class`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+import typer
+
+from .errors import ConfigError, LeanthinkError
+
+FORMAT = "leanthink-probe/1"
+LABEL = "the answer forced at this step end equals the gold answer"
+POSITION = "last token of prompt + reasoning prefix ending at a step delimiter"
+
+
+def question_hash(question: str) -> str:
+    return hashlib.sha1(question.strip().encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- the probe
+
+
+@dataclass
+class LinearProbe:
+    weights: np.ndarray
+    bias: float
+    mean: np.ndarray
+    std: np.ndarray
+    model_id: str = ""
+    step_delimiter: str = "\n\n"
+    meta: dict | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.weights.shape[0])
+
+    def predict(self, h) -> float:
+        """P(correct) for one hidden-state vector."""
+        h = np.asarray(h, dtype=np.float64).reshape(-1)
+        if h.shape[0] != self.dim:
+            raise ConfigError(f"the probe expects hidden states of size {self.dim}, got {h.shape[0]}: "
+                              "it was trained on another model")
+        z = float(self.weights @ ((h - self.mean) / self.std) + self.bias)
+        return _sigmoid(z)
+
+    def seen(self, question: str) -> bool:
+        """Was this question one of the training (or held-out) items?"""
+        hashes = ((self.meta or {}).get("training") or {}).get("question_sha1") or []
+        return question_hash(question) in set(hashes)
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+
+
+_CACHE: dict[tuple[str, float], LinearProbe] = {}
+
+
+def load_probe(path: str | Path) -> LinearProbe:
+    """Read and check a probe file written by `train_probe`."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"probe file '{path}' does not exist; train one with `leanthink probe train`")
+    key = (str(p.resolve()), p.stat().st_mtime)
+    if key in _CACHE:
+        return _CACHE[key]
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"probe file '{path}' is not valid JSON: {exc}") from None
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
+        raise ConfigError(f"'{path}' is not a leanthink probe file (expected format {FORMAT})")
+    try:
+        w = np.asarray(d["weights"], dtype=np.float64)
+        mean = np.asarray(d["mean"], dtype=np.float64)
+        std = np.asarray(d["std"], dtype=np.float64)
+        bias = float(d["bias"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"probe file '{path}' is missing or has a bad field: {exc}") from None
+    if w.ndim != 1 or w.shape != mean.shape or w.shape != std.shape or not np.all(std > 0):
+        raise ConfigError(f"probe file '{path}': weights/mean/std must be vectors of one size, std > 0")
+    probe = LinearProbe(w, bias, mean, std, d.get("model_id", ""), d.get("step_delimiter", "\n\n"), d)
+    _CACHE[key] = probe
+    return probe
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def fit_logreg(X: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50):
+    """L2-regularised logistic regression by Newton's method on standardised features.
+    Returns (weights, bias, mean, std, single_class)."""
+    X = np.asarray(X, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n, d = X.shape
+    mean = X.mean(axis=0)
+    std = X.std(axis=0)
+    std[std < 1e-6] = 1.0
+    pos = float(y.sum())
+    if pos == 0 or pos == n:
+        rate = (pos + 1) / (n + 2)
+        return np.zeros(d), math.log(rate / (1 - rate)), mean, std, True
+    A = np.hstack([(X - mean) / std, np.ones((n, 1))])
+    reg = np.full(d + 1, float(l2))
+    reg[-1] = 1e-8
+    w = np.zeros(d + 1)
+    for _ in range(iters):
+        p = _sigmoid(A @ w)
+        g = A.T @ (p - y) + reg * w
+        H = (A * (p * (1 - p))[:, None]).T @ A + np.diag(reg)
+        step = np.linalg.solve(H, g)
+        w -= step
+        if np.max(np.abs(step)) < 1e-7:
+            break
+    return w[:-1], float(w[-1]), mean, std, False
+
+
+def auc(scores: Iterable[float], labels: Iterable[int]) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties count half); None with one class."""
+    s = np.asarray(list(scores), dtype=np.float64)
+    y = np.asarray(list(labels), dtype=int)
+    pos, neg = s[y == 1], s[y == 0]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    gt = (pos[:, None] > neg[None, :]).sum()
+    eq = (pos[:, None] == neg[None, :]).sum()
+    return float((gt + 0.5 * eq) / (len(pos) * len(neg)))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def hidden_state_backend(model):
+    """A backend with hidden states: a backend as is, or a model string. Presets and .gguf
+    files are opened with transformers (llama.cpp does not expose hidden states)."""
+    from .backends.base import BaseBackend
+
+    if isinstance(model, BaseBackend) or hasattr(model, "hidden_states_for"):
+        be = model
+    else:
+        from .models import PRESETS, ensure_preset_file, parse_model_string
+
+        spec = parse_model_string(model)
+        if spec.kind in ("preset", "gguf"):
+            from .backends.transformers_backend import TransformersBackend
+
+            if spec.kind == "preset":
+                preset = PRESETS[spec.target]
+                path, mid = str(ensure_preset_file(preset, quiet=True)), preset.name
+            else:
+                path, mid = spec.target, spec.target
+            be = TransformersBackend(path, model_id=mid, threads=spec.options.get("threads"))
+            be.family_override = spec.options.get("family")
+        else:
+            from .api import get_backend
+
+            be = get_backend(model, quiet=True)
+    be.require({"hidden_states", "prefix_continuation"}, "probe training")
+    return be
+
+
+def _items(dataset, n_items: int, offset: int, data_dir: str | None, seed: int):
+    from .data import Item, load_dataset
+
+    if isinstance(dataset, str):
+        ds = load_dataset(dataset, limit=offset + n_items, data_dir=data_dir, seed=seed)
+        items = ds.items[offset: offset + n_items]
+        name = dataset
+    else:
+        items = []
+        for i, x in enumerate(list(dataset)[offset: offset + n_items]):
+            if isinstance(x, Item):
+                items.append(x)
+            elif isinstance(x, dict):
+                items.append(Item(str(x.get("id", f"item/{i}")), x["question"], str(x["answer"]), x.get("kind", "math")))
+            else:
+                q, a = x[0], x[1]
+                items.append(Item(f"item/{offset + i}", q, str(a), "math"))
+        name = "(given items)"
+    if not items:
+        raise ConfigError(f"no training items: the dataset has none after offset {offset}")
+    return name, items
+
+
+def collect_points(backend, item, *, max_thinking: int, max_points: int, delimiter: str, seed: int = 0):
+    """(features [n, d], labels [n], answers) at the step ends of one greedy think chain."""
+    from .grading import grade
+    from .methods import Task
+    from .methods.engine import Chain, build_prompt
+
+    task = Task.create(item.question, backend, seed=seed, temperature=0.0)
+    prompt = build_prompt(task)
+    chain = Chain(task)
+    cuts: list[str] = []
+
+    def record(s):
+        text = s.reasoning
+        if text.endswith(delimiter) and text.strip() and (not cuts or cuts[-1] != text):
+            cuts.append(text)
+        return None
+
+    chain.run(prompt, max_thinking=max_thinking, controller=record)
+    if len(cuts) > max_points:
+        idx = np.unique(np.linspace(0, len(cuts) - 1, max_points).round().astype(int))
+        cuts = [cuts[i] for i in idx]
+    feats, labels, answers = [], [], []
+    for cut in cuts:
+        probe = chain.probe(prompt, cut)
+        labels.append(int(grade(probe.answer, item.answer, item.kind)))
+        answers.append(probe.answer)
+        feats.append(np.asarray(backend.hidden_states_for(prompt + cut)[-1], dtype=np.float64))
+    return feats, labels, answers
+
+
+def train_probe(model, dataset="gsm8k", n_items: int = 100, out_path: str | Path = "probe.json", *,
+                offset: int = 0, data_dir: str | None = None, max_thinking: int = 512, max_points: int = 8,
+                holdout: float = 0.25, l2: float = 1.0, seed: int = 0, delimiter: str = "\n\n",
+                progress: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Train a probe and save it to `out_path` (format in the module docstring).
+
+    `model`: a backend with hidden states (e.g. `TransformersBackend`) or a model string
+    (presets and .gguf files are opened with transformers). `dataset`: a dataset spec
+    (`gsm8k`, ...) or a list of Items / (question, answer) pairs / dicts. Items
+    [offset, offset + n_items) are used: keep `offset` >= the bench's `--limit` so the
+    evaluation items are not training items. Returns the saved dict."""
+    if n_items < 1 or offset < 0 or max_points < 1 or max_thinking < 1:
+        raise ConfigError("n_items, max_points and max_thinking must be >= 1 and offset >= 0")
+    if not 0 <= holdout < 1:
+        raise ConfigError(f"holdout must be in [0, 1), got {holdout}")
+    if l2 <= 0:
+        raise ConfigError(f"l2 must be > 0, got {l2}")
+    if not delimiter:
+        raise ConfigError("the step delimiter is empty")
+    be = hidden_state_backend(model)
+    name, items = _items(dataset, n_items, offset, data_dir, seed)
+    say = progress or (lambda msg: None)
+    per_item = []
+    t0 = time.time()
+    for i, it in enumerate(items):
+        f, y, a = collect_points(be, it, max_thinking=max_thinking, max_points=max_points, delimiter=delimiter, seed=seed)
+        per_item.append((it, f, y))
+        say(f"item {i + 1}/{len(items)} {it.id}: {len(y)} step ends, {sum(y)} right · {time.time() - t0:.0f}s")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(per_item))
+    n_held = min(len(per_item) - 1, round(holdout * len(per_item))) if holdout > 0 and len(per_item) > 1 else 0
+    n_held = max(n_held, 1) if holdout > 0 and len(per_item) > 1 else 0
+    held_idx = set(order[:n_held].tolist())
+    train = [p for j, p in enumerate(per_item) if j not in held_idx]
+    held = [p for j, p in enumerate(per_item) if j in held_idx]
+    Xtr = [x for _, f, _ in train for x in f]
+    ytr = [v for _, _, y in train for v in y]
+    if not Xtr:
+        raise ConfigError("no training points: the chains had no step ends; give more items or a larger max_thinking")
+    Xtr_a, ytr_a = np.vstack(Xtr), np.asarray(ytr)
+    w, b, mean, std, single = fit_logreg(Xtr_a, ytr_a, l2)
+    probe = LinearProbe(w, b, mean, std)
+
+    def metrics(X, y):
+        if not len(y):
+            return None, None
+        p = np.array([probe.predict(x) for x in X])
+        return auc(p, y), float(np.mean((p >= 0.5) == (np.asarray(y) == 1)))
+
+    tr_auc, tr_acc = metrics(Xtr, ytr)
+    Xh = [x for _, f, _ in held for x in f]
+    yh = [v for _, _, y in held for v in y]
+    h_auc, h_acc = metrics(Xh, yh)
+    from . import __version__ as version
+
+    data = {
+        "format": FORMAT,
+        "model_id": be.model_id,
+        "backend": be.name,
+        "layer": -1,
+        "position": POSITION,
+        "step_delimiter": delimiter,
+        "hidden_size": int(w.shape[0]),
+        "label": LABEL,
+        "l2": l2,
+        "bias": b,
+        "weights": [float(x) for x in w],
+        "mean": [float(x) for x in mean],
+        "std": [float(x) for x in std],
+        "training": {
+            "dataset": name, "offset": offset, "items": [it.id for it, _, _ in train],
+            "heldout_items": [it.id for it, _, _ in held],
+            "question_sha1": [question_hash(it.question) for it, _, _ in per_item],
+            "n_points": len(ytr), "n_positive": int(sum(ytr)), "single_class": single,
+            "max_thinking": max_thinking, "max_points": max_points, "seed": seed, "holdout": holdout,
+        },
+        "metrics": {"train_auc": tr_auc, "train_accuracy": tr_acc, "heldout_auc": h_auc, "heldout_accuracy": h_acc,
+                    "heldout_points": len(yh), "heldout_positive": int(sum(yh))},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "leanthink_version": version,
+    }
+    out = Path(out_path).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1))
+    return data
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def probe_train_command(
+    model: str = typer.Option("qwen2.5-coder-1.5b", "--model", help="Model string; presets and .gguf files are opened with transformers (hidden states)."),
+    dataset: str = typer.Option("gsm8k", "--dataset", "-d", help="Dataset spec (see `leanthink datasets`)."),
+    n_items: int = typer.Option(100, "--n-items", help="Training items (a share is held out for AUC/accuracy)."),
+    offset: int = typer.Option(100, "--offset", help="Skip the first N items; `leanthink bench --limit N` evaluates on those."),
+    out: str = typer.Option("probe.json", "--out", "-o", help="Where to write the probe (JSON)."),
+    max_thinking: int = typer.Option(512, "--max-thinking", help="Thinking cap of each training chain."),
+    max_points: int = typer.Option(8, "--max-points", help="Most step ends labelled per chain."),
+    holdout: float = typer.Option(0.25, "--holdout", help="Share of items held out for evaluation."),
+    l2: float = typer.Option(1.0, "--l2", help="L2 strength of the logistic regression."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the item split."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Directory with gsm8k_dev.jsonl etc."),
+):
+    """Train a linear probe for `probe-exit`: hidden state at step ends -> is the forced answer right?"""
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    try:
+        d = train_probe(model, dataset, n_items, out, offset=offset, data_dir=data_dir, max_thinking=max_thinking,
+                        max_points=max_points, holdout=holdout, l2=l2, seed=seed,
+                        progress=lambda msg: err.print(f"[dim]{msg}[/]", highlight=False))
+    except LeanthinkError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+    m, t = d["metrics"], d["training"]
+
+    def f(x):
+        return "–" if x is None else f"{x:.3f}"
+
+    typer.echo(f"probe written to {out}: {t['n_points']} training points ({t['n_positive']} right) from "
+               f"{len(t['items'])} items; held-out {m['heldout_points']} points from {len(t['heldout_items'])} items: "
+               f"AUC {f(m['heldout_auc'])}, accuracy {f(m['heldout_accuracy'])}"
+               + (" (single class: constant probe)" if t["single_class"] else ""))
+
+
+__all__ = ["LinearProbe", "load_probe", "train_probe", "fit_logreg", "auc", "probe_train_command", "FORMAT"]
