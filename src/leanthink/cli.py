@@ -152,6 +152,7 @@ def bench(
     concurrency: int = typer.Option(1, help="Items in flight at once (useful with HTTP backends)."),
     out: str = typer.Option("runs/bench", "--out", "-o", help="Results directory (resumable: rerun to continue)."),
     oracle: bool = typer.Option(True, "--oracle/--no-oracle", help="Run the oracle early-exit analysis on `think` chains."),
+    oracle_max_probes: int = typer.Option(40, "--oracle-max-probes", min=2, help="At most this many cut points probed per chain (spread evenly)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Directory with gsm8k_dev.jsonl etc. (or LEANTHINK_DATA_DIR)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip malformed dataset lines (counted in the report) instead of failing."),
     report_: bool = typer.Option(True, "--report/--no-report", help="Write the report when done."),
@@ -164,6 +165,7 @@ def bench(
     specs = [m.strip() for m in _split_methods(methods_) if m.strip()]
     cfg = BenchConfig(model=model or "qwen2.5-coder-1.5b", dataset=dataset, methods=specs, out=out, limit=limit,
                       seed=seed, temperature=temperature, concurrency=concurrency, oracle=oracle,
+                      oracle_max_probes=oracle_max_probes,
                       data_dir=data_dir, skip_bad=skip_bad, command=command_line())
     if limit is not None and limit <= 0:
         _fail(LeanthinkError(f"--limit must be a positive integer, got {limit}"))

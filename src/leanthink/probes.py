@@ -80,7 +80,7 @@ class LinearProbe:
             raise ConfigError(f"the probe expects hidden states of size {self.dim}, got {h.shape[0]}: "
                               "it was trained on another model")
         z = float(self.weights @ ((h - self.mean) / self.std) + self.bias)
-        return _sigmoid(z)
+        return float(_sigmoid(z))
 
     def seen(self, question: str) -> bool:
         """Was this question one of the training (or held-out) items?"""
@@ -340,6 +340,8 @@ def train_probe(model, dataset="gsm8k", n_items: int = 100, out_path: str | Path
 
 # --------------------------------------------------------------------------- CLI
 
+_STEPS = {"paragraph": "\n\n", "line": "\n"}
+
 
 def probe_train_command(
     model: str = typer.Option("qwen2.5-coder-1.5b", "--model", help="Model string; presets and .gguf files are opened with transformers (hidden states)."),
@@ -351,6 +353,7 @@ def probe_train_command(
     max_points: int = typer.Option(8, "--max-points", help="Most step ends labelled per chain."),
     holdout: float = typer.Option(0.25, "--holdout", help="Share of items held out for evaluation."),
     l2: float = typer.Option(1.0, "--l2", help="L2 strength of the logistic regression."),
+    step: str = typer.Option("paragraph", "--step", help="Step ends: paragraph (blank line) or line (newline)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the item split."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Directory with gsm8k_dev.jsonl etc."),
 ):
@@ -358,9 +361,12 @@ def probe_train_command(
     from rich.console import Console
 
     err = Console(stderr=True)
+    if step not in _STEPS:
+        err.print(f"[bold red]error:[/] --step must be one of {', '.join(_STEPS)}, got '{step}'")
+        raise typer.Exit(2)
     try:
         d = train_probe(model, dataset, n_items, out, offset=offset, data_dir=data_dir, max_thinking=max_thinking,
-                        max_points=max_points, holdout=holdout, l2=l2, seed=seed,
+                        max_points=max_points, holdout=holdout, l2=l2, seed=seed, delimiter=_STEPS[step],
                         progress=lambda msg: err.print(f"[dim]{msg}[/]", highlight=False))
     except LeanthinkError as exc:
         err.print(f"[bold red]error:[/] {exc}")

@@ -9,6 +9,7 @@ probing a trial answer only evaluates the new tokens.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Iterator
 
@@ -28,6 +29,9 @@ class LlamaCppBackend(BaseBackend):
 
     def __init__(self, path: str, model_id: str | None = None, *, n_ctx: int = 8192,
                  n_threads: int | None = None, template: str | None = None, verbose: bool = False):
+        # llama.cpp's OpenMP threads spin while idle by default; on a small shared machine that
+        # stalls every other process (and our own probes between streams). Users can override.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         llama_cpp = require("llama_cpp", "llamacpp", "the llama.cpp backend")
         self.model_id = model_id or path
         self.path = path

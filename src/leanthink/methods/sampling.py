@@ -350,7 +350,17 @@ class _SampleBackend(BaseBackend):
         sampled = params.temperature > 0
         if self.want_logprobs and sampled and params.logprobs is None:
             params = replace(params, logprobs=0)
-        return _ProxyStream(self, prompt, params, sampled)
+        s = _ProxyStream(self, prompt, params, sampled)
+        self.open_streams.append(s)
+        return s
+
+    def close_streams(self) -> None:
+        """Close every stream the inner method left open (e.g. one it was iterating when
+        cancelled). On an engine thread this must happen there: an in-process engine's
+        generator holds the engine's lock in the thread that runs it."""
+        for s in self.open_streams:
+            s.close()
+        self.open_streams.clear()
 
     def close(self) -> None:  # the real backend belongs to the caller
         pass
@@ -369,10 +379,15 @@ class _ProxyStream:
         if self.done:
             raise StopIteration
         if o.turns is not None:
-            o.turns.wait(o.sid)
+            try:
+                o.turns.wait(o.sid)
+            except _Cancelled:
+                self.close()  # stop the engine now, whatever the caller does with the exception
+                raise
         chunk = o._call(_next_or_end, self.gen)
         if chunk is _END:
             self.done = True
+            self._forget()
             raise StopIteration
         o.generated += chunk.n_tokens
         if o.want_logprobs and self.sampled and chunk.logprob is not None:
@@ -385,9 +400,16 @@ class _ProxyStream:
         if self.done:
             return
         self.done = True
+        self._forget()
         close = getattr(self.gen, "close", None)
         if close is not None:
             self.o._call(close)  # on the engine thread: the generator holds the engine's lock there
+
+    def _forget(self) -> None:
+        try:
+            self.o.open_streams.remove(self)
+        except ValueError:
+            pass
 
 
 # --------------------------------------------------------------------------- base class
@@ -440,6 +462,7 @@ class SamplingMethod(Method):
             s.status = "cancelled"
         finally:
             if proxy is not None:
+                proxy.close_streams()
                 s.generated, s.logprobs = proxy.generated, list(proxy.logprobs)
         if s.result is not None and proxy is None:
             s.generated = s.result.usage.thinking + s.result.usage.answer

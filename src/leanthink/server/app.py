@@ -31,7 +31,7 @@ from .config import PASSTHROUGH, ServerConfig
 from .metrics import Metrics
 from .planning import Plan, build_plan
 from .protocol import ApiError, ChatRequest, CompletionRequest, from_leanthink_error, from_validation_error, new_id, now
-from .streaming import ChunkWriter, leanthink_ext, response_body
+from .streaming import ChunkWriter, response_body
 from .worker import Job
 
 log = logging.getLogger("leanthink.server")
@@ -106,6 +106,7 @@ class ServerState:
         self.started = now()
         self.uvicorn_server = None
         self._retry_task: asyncio.Task | None = None
+        self._shutdown_seen: float | None = None
         if backend is not None:
             self._attach(backend)
 
@@ -162,6 +163,15 @@ class ServerState:
     def shutting_down(self) -> bool:
         return bool(getattr(self.uvicorn_server, "should_exit", False))
 
+    def must_stop(self) -> bool:
+        """True once a shutdown has lasted almost the graceful timeout: requests still running
+        end themselves cleanly (error event, cancelled worker) before uvicorn cancels them."""
+        if not self.shutting_down():
+            return False
+        if self._shutdown_seen is None:
+            self._shutdown_seen = time.perf_counter()
+        return time.perf_counter() - self._shutdown_seen >= max(0.0, self.config.shutdown_timeout - 1.0)
+
     def require_backend(self):
         if self.backend is None:
             raise ApiError(503, f"the model is not available yet: {self.load_error or 'loading'}",
@@ -206,8 +216,18 @@ class ServerState:
         """Await `fut` unless the client disconnects or the deadline passes first."""
         watcher = asyncio.ensure_future(_wait_disconnect(request))
         try:
-            done, _ = await asyncio.wait({fut, watcher}, timeout=max(0.0, deadline - time.perf_counter()),
-                                         return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                left = deadline - time.perf_counter()
+                done, _ = await asyncio.wait({fut, watcher}, timeout=max(0.0, min(left, 0.5)),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if done or left <= 0.5:
+                    break
+                if self.must_stop():
+                    if job is not None:
+                        job.cancel("shutdown")
+                    if cancel_fut:
+                        fut.cancel()
+                    raise ApiError(503, "the server is shutting down", code="shutting_down")
         except asyncio.CancelledError:
             if job is not None:
                 job.cancel("shutdown" if self.shutting_down() else "disconnect")
@@ -337,6 +357,7 @@ class ServerState:
     async def _events(self, plan: Plan, job: Job, writer: ChunkWriter, first: tuple, t0: float):
         status: int | str = 200
         completed = False
+        getter: asyncio.Future | None = None
         ev = first
         try:
             while True:
@@ -370,22 +391,38 @@ class ServerState:
                     for b in writer.error(err.body()):
                         yield b
                     return
-                timeout = self.deadline(t0) - time.perf_counter()
-                try:
-                    ev = await asyncio.wait_for(job.queue.get(), timeout=max(0.0, timeout))
-                except asyncio.TimeoutError:
-                    job.cancel("timeout")
-                    status = 504
-                    err = ApiError(504, f"the request did not finish within {self.config.request_timeout:g}s", code="timeout")
-                    self.metrics.errors.labels(type=err.type, status="504").inc()
-                    for b in writer.error(err.body()):
-                        yield b
-                    return
+                ev = None
+                getter = asyncio.ensure_future(job.queue.get())
+                while ev is None:
+                    left = self.deadline(t0) - time.perf_counter()
+                    done = ()
+                    if not self.must_stop():
+                        done, _ = await asyncio.wait({getter}, timeout=max(0.0, min(left, 0.5)))
+                    if done:
+                        ev = getter.result()
+                        break
+                    err = None
+                    if left <= 0.5:
+                        job.cancel("timeout")
+                        err = ApiError(504, f"the request did not finish within {self.config.request_timeout:g}s",
+                                       code="timeout")
+                    elif self.must_stop():
+                        job.cancel("shutdown")
+                        err = ApiError(503, "the server is shutting down", code="shutting_down")
+                    if err is not None:
+                        getter.cancel()
+                        status = err.status
+                        self.metrics.errors.labels(type=err.type, status=str(err.status)).inc()
+                        for b in writer.error(err.body()):
+                            yield b
+                        return
         except (asyncio.CancelledError, GeneratorExit):
             status = 499
             job.cancel("shutdown" if self.shutting_down() else "disconnect")
             raise
         finally:
+            if getter is not None and not getter.done():
+                getter.cancel()
             if not completed and not job.finished:
                 job.cancel("disconnect" if status == 499 else "aborted")
             self.record(plan.endpoint, plan.method_label, status, t0)
@@ -437,6 +474,11 @@ class ServerState:
         try:
             async for data in self.relay.iter_stream(resp, counter):
                 yield data
+                if self.must_stop():
+                    status = 503
+                    for b in ChunkWriter.error(ApiError(503, "the server is shutting down", code="shutting_down").body()):
+                        yield b
+                    return
         except (asyncio.CancelledError, GeneratorExit):
             status = 499
             self.metrics.cancelled.labels(reason="shutdown" if self.shutting_down() else "disconnect").inc()
@@ -462,7 +504,10 @@ class ServerState:
 
 def create_app(config: ServerConfig | None = None, backend=None) -> FastAPI:
     """Build the proxy app. `backend` (optional) is used instead of loading `config.model`."""
+    from .worker import install_backend_hook
+
     config = config or ServerConfig()
+    install_backend_hook()
     state = ServerState(config, backend)
     app = FastAPI(title="leanthink", version="0.1.0", lifespan=state.lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
@@ -508,4 +553,4 @@ def create_app(config: ServerConfig | None = None, backend=None) -> FastAPI:
     return app
 
 
-__all__ = ["create_app", "ServerConfig", "leanthink_ext"]
+__all__ = ["create_app", "ServerConfig"]

@@ -41,7 +41,9 @@ class ServerConfig(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get 413.")
     request_timeout: float = Field(600.0, gt=0, description="Seconds before a request is cancelled with 504.")
     shutdown_timeout: float = Field(30.0, ge=0, description="Graceful shutdown: seconds in-flight requests get to finish.")
-    reasoning_effort: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_REASONING_EFFORT))
+    reasoning_effort: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=lambda: dict(DEFAULT_REASONING_EFFORT),
+        description="reasoning_effort level -> method. Env: JSON or `low=budget(max_thinking=128),high=think`.")
     access_log: bool = True
     log_level: str = "info"
 

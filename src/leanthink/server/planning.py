@@ -213,6 +213,12 @@ def build_plan(req: ChatRequest | CompletionRequest, config: ServerConfig, backe
             raise ApiError(400, "'best_of' is not supported", param="best_of", code="unsupported_parameter")
 
     # -- method ----------------------------------------------------------------------------
+    effort = None
+    if req.reasoning_effort is not None:
+        effort = str(req.reasoning_effort).lower()
+        if effort not in config.reasoning_effort:
+            raise ApiError(400, f"reasoning_effort must be one of {', '.join(config.reasoning_effort)}, got "
+                                f"'{req.reasoning_effort}'", param="reasoning_effort", code="invalid_value")
     served = served_names(config, backend)
     prefix = split_model(req.model, served)
     spec, source = None, "default"
@@ -222,12 +228,8 @@ def build_plan(req: ChatRequest | CompletionRequest, config: ServerConfig, backe
             raise ApiError(400, "leanthink.method must be a non-empty string", param="leanthink.method")
     elif prefix:
         spec, source = prefix, "model"
-    elif req.reasoning_effort is not None:
-        level = str(req.reasoning_effort).lower()
-        if level not in config.reasoning_effort:
-            raise ApiError(400, f"reasoning_effort must be one of {', '.join(config.reasoning_effort)}, got "
-                                f"'{req.reasoning_effort}'", param="reasoning_effort", code="invalid_value")
-        spec, source = config.reasoning_effort[level], "reasoning_effort"
+    elif effort is not None:
+        spec, source = config.reasoning_effort[effort], "reasoning_effort"
     else:
         spec = config.default_method
     params = body_opts.pop("params", None) or {}

@@ -11,6 +11,7 @@ Reasoning goes to `reasoning_content`, the answer to `content` (chat) or `text`
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .planning import Plan
@@ -43,6 +44,20 @@ def usage_body(plan: Plan, outs: list[ChoiceOutput]) -> dict[str, Any]:
     }
 
 
+def json_safe(v: Any) -> Any:
+    """JSON has no inf/nan (some methods score with -inf): write them as strings; numpy
+    scalars become Python numbers."""
+    if type(v).__module__ == "numpy" and hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    return v
+
+
 def _choice_ext(o: ChoiceOutput) -> dict[str, Any]:
     r = o.result
     return {
@@ -53,7 +68,7 @@ def _choice_ext(o: ChoiceOutput) -> dict[str, Any]:
         "forced_tokens": r.usage.forced,
         "generated_tokens": o.generated,
         "hit_token_cap": o.hit_cap,
-        "trace": [ev.model_dump() for ev in r.trace],
+        "trace": json_safe([ev.model_dump() for ev in r.trace]),
     }
 
 
@@ -63,11 +78,14 @@ def leanthink_ext(plan: Plan, outs: list[ChoiceOutput]) -> dict[str, Any]:
     ext: dict[str, Any] = {
         "method": plan.method_spec,
         "method_source": plan.source,
+        "backend": first.result.backend if first else None,
         "token_cap": plan.cap,
         "emulated_thinking": bool(first and first.result.emulated_thinking),
         "overhead_tokens": sum(o.result.usage.overhead for o in outs),
         "forced_tokens": sum(o.result.usage.forced for o in outs),
     }
+    if any(o.approximate_counts for o in outs):
+        ext["approximate_token_counts"] = True
     if first is not None:
         c = _choice_ext(first)
         ext.update(finish_reason=c["finish_reason"], answer=c["answer"], trace=c["trace"],

@@ -37,24 +37,45 @@ class RequestCancelled(BaseException):
         self.reason = reason
 
 
+class _Budget:
+    """Tokens one choice may still generate, shared by every backend it uses."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.used = 0
+        self.hit_cap = False
+        self.lock = threading.Lock()  # sampling methods may stream from several threads
+
+
 class CappedBackend(BaseBackend):
-    def __init__(self, inner: BaseBackend, cap: int, job: "Job", on_text: Callable[[str, str], None] | None = None):
+    def __init__(self, inner: BaseBackend, cap: int, job: "Job", on_text: Callable[[str, str], None] | None = None,
+                 budget: _Budget | None = None):
         self._inner = inner
+        self._budget = budget or _Budget(cap)
         self.cap = cap
         self.job = job
         self.on_text = on_text
-        self.used = 0
-        self.hit_cap = False
-        self._lock = threading.Lock()  # sampling methods may stream from several threads
         self.name = inner.name
         self.model_id = inner.model_id
         self.capabilities = inner.capabilities
         self.family_override = getattr(inner, "family_override", None)
 
     def __getattr__(self, name: str) -> Any:  # chat_template, n_ctx, ... of the real backend
-        if name.startswith("__") or name == "_inner":
+        if name.startswith("__") or name in ("_inner", "_budget"):
             raise AttributeError(name)
         return getattr(self._inner, name)
+
+    @property
+    def used(self) -> int:
+        return self._budget.used
+
+    @property
+    def hit_cap(self) -> bool:
+        return self._budget.hit_cap
+
+    def sibling(self, other: BaseBackend) -> "CappedBackend":
+        """Another model the method loads (collaboration methods): same cap, same cancellation."""
+        return CappedBackend(other, self.cap, self.job, None, self._budget)
 
     def encode(self, text: str) -> list[int]:
         return self._inner.encode(text)
@@ -70,30 +91,32 @@ class CappedBackend(BaseBackend):
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
         self.job.check()
-        remaining = self.cap - self.used
+        b = self._budget
+        remaining = b.cap - b.used
         if remaining <= 0:
-            self.hit_cap = True
+            b.hit_cap = True
             return iter([Chunk("", finish_reason="length")])
         if params.max_tokens > remaining:
             params = replace(params, max_tokens=remaining)
         return self._wrap(self._inner.stream(prompt, params))
 
     def _wrap(self, inner: Iterator[Chunk]) -> Iterator[Chunk]:
+        b = self._budget
         try:
             for chunk in inner:
                 self.job.check()
                 n = chunk.n_tokens
-                with self._lock:
-                    over = self.used + n > self.cap
+                with b.lock:
+                    over = b.used + n > b.cap
                     if not over:
-                        self.used += n
-                if over:  # another thread of this request used the rest of the cap
-                    self.hit_cap = True
+                        b.used += n
+                if over:  # another stream of this choice used the rest of the cap
+                    b.hit_cap = True
                     return
                 self.job.count(n)
                 yield chunk
-                if self.used >= self.cap:
-                    self.hit_cap = chunk.finish_reason != "stop"
+                if b.used >= b.cap:
+                    b.hit_cap = chunk.finish_reason != "stop"
                     return
         finally:
             close = getattr(inner, "close", None)
@@ -108,6 +131,8 @@ class ChoiceOutput:
     generated: int
     """Tokens the engine generated for this choice (thinking, answer, probes...)."""
     hit_cap: bool
+    approximate_counts: bool = False
+    """The backend estimated token counts (an HTTP server without a tokenizer endpoint)."""
 
 
 class Job:
@@ -153,8 +178,12 @@ class Job:
                 live = self.queue is not None and self.plan.live
                 on_text = (lambda ch, t, i=i: self.emit("delta", i, ch, t)) if live else None
                 wb = CappedBackend(self.backend, self.plan.cap, self, on_text)
-                res = run_passthrough(self.plan, wb, i) if self.plan.passthrough else run_method(self.plan, wb, i)
-                out = ChoiceOutput(i, res, wb.used, wb.hit_cap)
+                _current.backend = wb
+                try:
+                    res = run_passthrough(self.plan, wb, i) if self.plan.passthrough else run_method(self.plan, wb, i)
+                finally:
+                    _current.backend = None
+                out = ChoiceOutput(i, res, wb.used, wb.hit_cap, bool(getattr(self.backend, "approximate_counts", False)))
                 self.outputs.append(out)
                 self.metrics.record_result(self.plan.method_label, res)
                 self.emit("choice", out)
@@ -170,6 +199,33 @@ class Job:
             raise
         finally:
             self.finished = True
+
+
+_current = threading.local()
+"""The request backend of the worker thread, while a method runs in it."""
+
+
+def install_backend_hook() -> None:
+    """Methods that load a second model (collaboration: `route`, `spec-reason`) call
+    `leanthink.api.get_backend`; inside a request's worker thread the model they get is
+    wrapped with the same request's token cap, cancellation and live token count. Outside
+    a request (startup, other threads) `get_backend` is unchanged. Idempotent."""
+    from .. import api
+
+    if getattr(api.get_backend, "_leanthink_request_scoped", False):
+        return
+    original = api.get_backend
+
+    def get_backend(model: str | None = None, *, quiet: bool = False) -> BaseBackend:
+        backend = original(model, quiet=quiet)
+        current = getattr(_current, "backend", None)
+        if current is None or isinstance(backend, CappedBackend):
+            return backend
+        return current.sibling(backend)
+
+    get_backend._leanthink_request_scoped = True  # type: ignore[attr-defined]
+    get_backend.__doc__ = original.__doc__
+    api.get_backend = get_backend
 
 
 def run_method(plan: Plan, backend: BaseBackend, i: int) -> Result:
