@@ -347,6 +347,17 @@ from .server.cli import serve  # noqa: E402
 app.command()(serve)
 
 
+def _register_probe_commands() -> None:
+    from .probes import probe_train_command
+
+    probe_app = typer.Typer(help="Linear probes on hidden states, for the probe-exit method.", no_args_is_help=True)
+    probe_app.command("train")(probe_train_command)
+    app.add_typer(probe_app, name="probe")
+
+
+_register_probe_commands()
+
+
 def main() -> None:
     try:
         app()

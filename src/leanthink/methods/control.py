@@ -82,9 +82,15 @@ class NoThink(Method):
             inject = "Final answer without reasoning: "
         out = ChainOutput(forced_tokens=task.backend.count_tokens(inject), trace=[TraceEvent(event="no_thinking")])
         text, n = "", 0
-        for chunk in task.backend.stream(prompt + inject, SamplingParams(max_tokens=self.params.max_answer, temperature=task.temperature, seed=task.seed)):
-            text += chunk.text
-            n += chunk.n_tokens
+        stream = task.backend.stream(prompt + inject, SamplingParams(max_tokens=self.params.max_answer, temperature=task.temperature, seed=task.seed))
+        try:
+            for chunk in stream:
+                text += chunk.text
+                n += chunk.n_tokens
+        finally:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
         out.answer_text, out.answer_tokens = text.strip(), n
         out.finish_reason = "stop"
         return to_result(task, self, out, prompt=prompt)
