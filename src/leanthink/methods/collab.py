@@ -29,10 +29,10 @@ from pydantic import BaseModel, Field, field_validator
 from ..backends.base import BaseBackend, SamplingParams
 from ..errors import ConfigError
 from ..grading import extract_answer
-from ..reasoning import StreamSplitter, boxed_closed, family_for
+from ..reasoning import StreamSplitter, family_for
 from ..result import Result, TraceEvent, Usage
 from .base import Method, Task, register
-from .engine import Chain, ChainOutput, Stop, ThinkState, build_prompt, to_result
+from .engine import Chain, ChainOutput, Stop, ThinkState, boxed_with_probs, build_prompt, to_result
 from .sampling import Votes, build_inner
 
 
@@ -47,32 +47,6 @@ def task_on(task: Task, backend: BaseBackend, **changes) -> Task:
     """The same question on another backend (its own model family)."""
     fam = family_for(backend.model_id, getattr(backend, "family_override", None))
     return replace(task, backend=backend, family=fam, pre_usage=Usage(), pre_trace=[], **changes)
-
-
-def boxed_with_probs(backend: BaseBackend, prefix: str, params: SamplingParams) -> tuple[str, int, list[tuple[str, float]]]:
-    """Generate after a `\\boxed{` prefix until the brace closes: (text incl. `}`, tokens, [(token text, logprob)])."""
-    text, n, toks = "", 0, []
-    stream = backend.stream(prefix, params)
-    try:
-        for c in stream:
-            text += c.text
-            n += c.n_tokens
-            if c.logprob is not None:
-                toks.append((c.text, c.logprob))
-            if boxed_closed(text):
-                break
-    finally:
-        close = getattr(stream, "close", None)
-        if close:
-            close()
-    if boxed_closed(text):
-        depth = 1
-        for i, ch in enumerate(text):
-            depth += (ch == "{") - (ch == "}")
-            if depth == 0:
-                text = text[: i + 1]
-                break
-    return text, n, toks
 
 
 def answer_prob(toks: list[tuple[str, float]]) -> float:

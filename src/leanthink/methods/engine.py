@@ -221,29 +221,8 @@ class Chain:
     def complete_boxed(self, prefix: str, max_tokens: int, logprobs: int | None = None) -> tuple[str, int, list[float]]:
         """Generate after a `\\boxed{` prefix until the brace closes. Greedy: we want the
         model's most likely answer, not a sample. Returns (text incl. `}`, tokens, logprobs)."""
-        text, n, lps = "", 0, []
-        stream = self.backend.stream(prefix, SamplingParams(max_tokens=max_tokens, temperature=0.0, logprobs=logprobs))
-        try:
-            for chunk in stream:
-                text += chunk.text
-                n += chunk.n_tokens
-                if chunk.logprob is not None:
-                    lps.append(chunk.logprob)
-                if boxed_closed(text):
-                    break
-        finally:
-            close = getattr(stream, "close", None)
-            if close:
-                close()
-        if boxed_closed(text):
-            depth, cut = 1, len(text)
-            for i, ch in enumerate(text):
-                depth += (ch == "{") - (ch == "}")
-                if depth == 0:
-                    cut = i + 1
-                    break
-            text = text[:cut]
-        return text, n, lps
+        text, n, toks = boxed_with_probs(self.backend, prefix, SamplingParams(max_tokens=max_tokens, temperature=0.0, logprobs=logprobs))
+        return text, n, [lp for _, lp in toks]
 
     def probe(self, prompt: str, reasoning: str, max_tokens: int = FORCED_ANSWER_TOKENS) -> "Probe":
         """Branch a trial answer from a reasoning prefix (DEER/Dynasor/oracle). The prefix is
@@ -255,6 +234,32 @@ class Chain:
         mean_p = sum(math.exp(x) for x in lps) / len(lps) if lps else 0.0
         geo_p = math.exp(sum(lps) / len(lps)) if lps else 0.0
         return Probe(answer, text, cost, mean_p, geo_p, closed=boxed_closed(text) or text.endswith("}"))
+
+
+def boxed_with_probs(backend, prefix: str, params: SamplingParams) -> tuple[str, int, list[tuple[str, float]]]:
+    """Generate after a `\\boxed{` prefix until the brace closes.
+
+    Returns (text up to and including the closing `}`, tokens generated, [(token text, logprob)])."""
+    text, n, toks = "", 0, []
+    stream = backend.stream(prefix, params)
+    try:
+        for c in stream:
+            text += c.text
+            n += c.n_tokens
+            if c.logprob is not None:
+                toks.append((c.text, c.logprob))
+            if boxed_closed(text):
+                break
+    finally:
+        close = getattr(stream, "close", None)
+        if close:
+            close()
+    depth = 1
+    for i, ch in enumerate(text):
+        depth += (ch == "{") - (ch == "}")
+        if depth == 0:
+            return text[: i + 1], n, toks
+    return text, n, toks
 
 
 @dataclass
