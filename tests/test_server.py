@@ -453,3 +453,20 @@ def test_capped_backend_stops_at_cap_and_on_cancel():
     with pytest.raises(RequestCancelled):
         next(it)
     assert inner.generated <= before + 1  # the engine stream was closed, not drained
+
+
+def test_tokens_saved_estimate_uses_the_served_think_baseline():
+    from leanthink.result import Result, Usage
+    from leanthink.server.metrics import Metrics
+
+    m = Metrics()
+    m.record_result("deer", Result(question="q", method="deer", usage=Usage(thinking=50)))
+    assert b'leanthink_tokens_saved_estimate_total{method="deer"}' not in m.render()  # no baseline yet
+    m.record_result("think", Result(question="q", method="think", usage=Usage(thinking=300)))
+    m.record_result("think", Result(question="q", method="think", usage=Usage(thinking=100)))
+    m.record_result("deer", Result(question="q", method="deer", usage=Usage(thinking=120, overhead=30)))
+    m.record_result("budget", Result(question="q", method="budget", usage=Usage(thinking=400)))
+    text = m.render().decode()
+    assert 'leanthink_tokens_saved_estimate_total{method="deer"} 50.0' in text
+    assert 'method="budget"' not in text.split("leanthink_tokens_saved_estimate_total")[1].split("# HELP")[0]
+    assert "leanthink_baseline_tokens_estimate 200.0" in text

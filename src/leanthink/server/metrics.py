@@ -33,6 +33,13 @@ class Metrics:
         self.errors = Counter("leanthink_errors", "Error responses by type and status.", ["type", "status"], registry=r)
         self.cancelled = Counter("leanthink_cancelled", "Generations cancelled in the worker (disconnect, timeout, "
                                  "shutdown).", ["reason"], registry=r)
+        self.saved = Counter("leanthink_tokens_saved_estimate", "Estimated tokens saved vs the `think` baseline: for "
+                             "each non-baseline request, max(0, baseline mean - tokens spent), where the baseline "
+                             "mean is learned from the `think` requests this server has answered (none counted "
+                             "before the first one).", ["method"], registry=r)
+        self.baseline_mean = Gauge("leanthink_baseline_tokens_estimate", "Running mean of total tokens of `think` "
+                                   "requests (the baseline of the savings estimate).", registry=r)
+        self._baseline_n, self._baseline_sum = 0, 0
         self.running = Gauge("leanthink_requests_running", "Requests holding a generation slot.", registry=r)
         self.queued = Gauge("leanthink_requests_queued", "Requests waiting for a slot.", registry=r)
 
@@ -44,6 +51,14 @@ class Metrics:
                 self.tokens.labels(method=method, phase=phase).inc(v)
         if res.finish_reason in ("exit", "budget"):
             self.early_exits.labels(method=method, reason=res.finish_reason).inc()
+        if method == "think":
+            self._baseline_n += 1
+            self._baseline_sum += u.total
+            self.baseline_mean.set(self._baseline_sum / self._baseline_n)
+        elif self._baseline_n:
+            saved = self._baseline_sum / self._baseline_n - u.total
+            if saved > 0:
+                self.saved.labels(method=method).inc(saved)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
