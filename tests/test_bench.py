@@ -106,3 +106,15 @@ def test_bench_with_oracle_and_report(tmp_path, small):
         assert o["trajectory"][0]["thinking_tokens"] == 0  # the first cut is "no reasoning at all"
     paths = build_report(tmp_path)
     assert paths["html"].exists() and "think" in paths["markdown"].read_text()
+
+
+def test_two_shards_share_one_store_and_cover_every_item(tmp_path, tiny):
+    common = {"model": "smollm2-135m", "dataset": "rg:basic_arithmetic?n=5", "methods": ["direct"],
+              "out": str(tmp_path), "oracle": False}
+    a = run_bench(BenchConfig(**common, shard="0/2"), backend=tiny)
+    assert len(a.records()) == 3  # positions 0, 2, 4
+    b = run_bench(BenchConfig(**common, shard="1/2"), backend=tiny)
+    ids = sorted(r["item_id"] for r in b.records())
+    assert len(ids) == 5 and len(set(ids)) == 5
+    with pytest.raises(ConfigError, match="shard"):
+        run_bench(BenchConfig(**common, shard="2/2"), backend=tiny)

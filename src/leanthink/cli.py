@@ -155,6 +155,7 @@ def bench(
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Directory with gsm8k_dev.jsonl etc. (or LEANTHINK_DATA_DIR)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip malformed dataset lines (counted in the report) instead of failing."),
     report_: bool = typer.Option(True, "--report/--no-report", help="Write the report when done."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: run every N-th item starting at I, so N processes (or machines) can share one --out."),
 ):
     """Run methods on a dataset; store every item; report accuracy vs tokens."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -164,7 +165,7 @@ def bench(
     specs = [m.strip() for m in _split_methods(methods_) if m.strip()]
     cfg = BenchConfig(model=model or "qwen2.5-coder-1.5b", dataset=dataset, methods=specs, out=out, limit=limit,
                       seed=seed, temperature=temperature, concurrency=concurrency, oracle=oracle,
-                      oracle_max_probes=oracle_max_probes,
+                      oracle_max_probes=oracle_max_probes, shard=shard,
                       data_dir=data_dir, skip_bad=skip_bad, command=command_line())
     if limit is not None and limit <= 0:
         _fail(LeanthinkError(f"--limit must be a positive integer, got {limit}"))

@@ -30,6 +30,8 @@ class BenchConfig:
     data_dir: str | None = None
     skip_bad: bool = False
     command: str = ""
+    shard: str | None = None
+    """`I/N`: run only items whose position modulo N is I, so N processes can share one --out."""
 
 
 def versions() -> dict[str, str]:
@@ -88,9 +90,13 @@ def run_bench(cfg: BenchConfig, *, on_progress: Callable[[dict], None] | None = 
     if cfg.command and (not history or history[-1] != cfg.command):
         store.set_meta("commands", history + [cfg.command])
 
+    items = ds.items
+    if cfg.shard:
+        idx, n = _parse_shard(cfg.shard)
+        items = [it for pos, it in enumerate(ds.items) if pos % n == idx]
     done = store.done_keys()
-    todo = [(m, it) for it in ds.items for m in methods if (m.spec, it.id, cfg.seed) not in done]
-    state = {"total": len(ds.items) * len(methods), "done": len(ds.items) * len(methods) - len(todo),
+    todo = [(m, it) for it in items for m in methods if (m.spec, it.id, cfg.seed) not in done]
+    state = {"total": len(items) * len(methods), "done": len(items) * len(methods) - len(todo),
              "new": 0, "correct": 0, "tokens": 0, "skipped_lines": len(ds.skipped)}
 
     def record(data: dict) -> None:
@@ -129,11 +135,24 @@ def run_bench(cfg: BenchConfig, *, on_progress: Callable[[dict], None] | None = 
     return store
 
 
+def _parse_shard(spec: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard must look like I/N (e.g. 0/2), got '{spec}'") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard {spec}: need 0 <= I < N")
+    return i, n
+
+
 def run_oracle(store: Store, backend, cfg: BenchConfig, on_progress=None) -> None:
     from .oracle import find_pearl
 
     done = store.oracle_done()
     todo = [r for r in store.records("think") if (r["item_id"], r["seed"]) not in done and not r.get("error")]
+    if cfg.shard:
+        idx, n = _parse_shard(cfg.shard)
+        todo = [r for r in todo if hash_shard(r["item_id"], n) == idx]
     for i, r in enumerate(todo):
         task = Task.create(r["question"], backend, seed=r["seed"], temperature=0.0)
         store.put_oracle(r["item_id"], r["seed"], find_pearl(r, task, max_probes=cfg.oracle_max_probes))
@@ -146,3 +165,10 @@ def command_line() -> str:
 
     args = sys.argv[1:]
     return "leanthink " + " ".join(shlex.quote(a) for a in args)
+
+
+def hash_shard(item_id: str, n: int) -> int:
+    """Stable shard of an item for the oracle phase (records do not keep the dataset position)."""
+    import zlib
+
+    return zlib.crc32(item_id.encode()) % n
