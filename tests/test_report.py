@@ -153,3 +153,41 @@ def test_empty_or_missing_store_is_a_config_error(tmp_path):
     Store(tmp_path / "empty").close()
     with pytest.raises(ConfigError, match="no finished items"):
         build_report(tmp_path / "empty")
+
+
+def test_another_baseline_for_sampling_methods(tmp_path):
+    records = []
+    for item, ok_sc, ok_esc in (("a", True, True), ("b", True, False), ("c", False, False)):
+        r = rec("sc(k=8)", item, correct=ok_sc, thinking=800)
+        r["samples"] = 8
+        records.append(r)
+        e = rec("esc(k=8,window=2)", item, correct=ok_esc, thinking=200)
+        e["samples"] = 2
+        records.append(e)
+    d = fill(tmp_path / "run", records)
+    paths = build_report(d, baseline="sc(k=8)")
+    s = json.loads(paths["summary"].read_text())
+    assert s["baseline"] == "sc(k=8)"
+    esc = s["methods"]["esc(k=8,window=2)"]
+    assert esc["vs_baseline"]["token_ratio"] == pytest.approx(205 / 805)
+    assert esc["vs_baseline"]["right_to_wrong"] == 1 and esc["vs_baseline"]["wrong_to_right"] == 0
+    md = paths["markdown"].read_text()
+    assert "| chains per item | 8.00 | 2.00 |" in md
+    # the same spec spelled differently is found; an absent one is a clear error
+    assert json.loads(build_report(d, baseline="sc(k=8)")["summary"].read_text())["baseline"] == "sc(k=8)"
+    with pytest.raises(ConfigError, match="baseline 'bon.*not in"):
+        build_report(d, baseline="bon(k=8)")
+
+
+def test_cli_report_with_an_unknown_baseline_is_a_clear_error(two_methods):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "leanthink.cli", "report", str(two_methods), "--baseline", "sc(k=8)"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "baseline 'sc' is not in" in p.stderr and "direct, think" in p.stderr
+    ok = subprocess.run([sys.executable, "-m", "leanthink.cli", "report", str(two_methods), "--baseline", "direct"],
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads((two_methods / "summary.json").read_text())["baseline"] == "direct"

@@ -156,6 +156,7 @@ def bench(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip malformed dataset lines (counted in the report) instead of failing."),
     report_: bool = typer.Option(True, "--report/--no-report", help="Write the report when done."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: run every N-th item starting at I, so N processes (or machines) can share one --out."),
+    generation_cache: bool = typer.Option(False, "--generation-cache/--no-generation-cache", help="Replay chains already generated with the same prompt and seed (stored in OUT/generations.sqlite): sampling methods share sc's samples, as a paired comparison. Tokens are still counted in full; latency adds the recorded engine time of replayed chains."),
 ):
     """Run methods on a dataset; store every item; report accuracy vs tokens."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -165,7 +166,7 @@ def bench(
     specs = [m.strip() for m in _split_methods(methods_) if m.strip()]
     cfg = BenchConfig(model=model or "qwen2.5-coder-1.5b", dataset=dataset, methods=specs, out=out, limit=limit,
                       seed=seed, temperature=temperature, concurrency=concurrency, oracle=oracle,
-                      oracle_max_probes=oracle_max_probes, shard=shard,
+                      oracle_max_probes=oracle_max_probes, shard=shard, generation_cache=generation_cache,
                       data_dir=data_dir, skip_bad=skip_bad, command=command_line())
     if limit is not None and limit <= 0:
         _fail(LeanthinkError(f"--limit must be a positive integer, got {limit}"))
@@ -233,10 +234,10 @@ def _split_methods(s: str) -> list[str]:
     return _split_top(s, ",")
 
 
-def _print_report(directory: str, html: Optional[str] = None) -> None:
+def _print_report(directory: str, html: Optional[str] = None, baseline: str = "think") -> None:
     from .eval.report import build_report
 
-    paths = build_report(directory, html=html)
+    paths = build_report(directory, html=html, baseline=baseline)
     summary = json.loads(paths["summary"].read_text()) if "summary" in paths else None
     if summary:
         _summary_table(summary, title=f"results in {directory}")
@@ -284,10 +285,11 @@ def _summary_table(summary: dict, title: str) -> None:
 def report(
     directory: str = typer.Argument(..., help="A `leanthink bench --out` directory."),
     html: Optional[str] = typer.Option(None, "--html", help="Where to write the HTML report (default: DIR/report.html)."),
+    baseline: str = typer.Option("think", "--baseline", help="Method the others are compared with (token ratio, flips, McNemar), e.g. 'sc(k=8)'."),
 ):
     """Rebuild the HTML/markdown/JSON report from stored results only."""
     try:
-        _print_report(directory, html)
+        _print_report(directory, html, baseline)
     except LeanthinkError as exc:
         _fail(exc)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import ConfigError, require
+from ..errors import ConfigError, LeanthinkError, require
 from .metrics import summarize
 from .store import Store
 
@@ -56,15 +56,30 @@ class _Data:
         return bool(backend.get("emulated_thinking")) or any(r.get("emulated_thinking") for r in self.records)
 
 
-def build_report(directory: str | Path, *, html: str | Path | None = None) -> dict[str, Path]:
+def build_report(directory: str | Path, *, html: str | Path | None = None, baseline: str = "think") -> dict[str, Path]:
     """Write summary.json, report.md and the HTML report for a bench directory.
 
     Returns {"summary", "markdown", "html"} -> path. Raises ConfigError when the
     directory holds no results, so the CLI prints a message instead of a traceback.
+    `baseline` is the method every other one is compared with (ratios, flips, McNemar):
+    `think` by default, e.g. `sc(k=8)` for sampling methods. If `think` is absent the
+    report simply has no baseline; a baseline you name must exist.
     """
     directory = Path(directory)
     records, oracle, meta = _load(directory)
-    data = _Data(records, oracle, meta, summarize(records, oracle=oracle))
+    present = sorted({r["method"] for r in records})
+    if baseline != "think" and baseline not in present:
+        from ..methods import get_method
+
+        try:  # accept any spelling of the spec: sc(k=8) is stored as sc(k=8), budget(...) in canonical order
+            baseline = get_method(baseline).spec
+        except LeanthinkError:
+            pass
+        if baseline not in present:
+            raise ConfigError(f"baseline '{baseline}' is not in {directory}; methods there: {', '.join(present)}")
+    if baseline != "think":
+        oracle = []  # the oracle analyses `think` chains; it is not about another baseline
+    data = _Data(records, oracle, meta, summarize(records, oracle=oracle, baseline=baseline))
     paths = {"summary": directory / "summary.json", "markdown": directory / "report.md",
              "html": Path(html) if html is not None else directory / "report.html"}
     doc = {**data.summary, **meta}
@@ -145,7 +160,9 @@ def _method_table(s: dict) -> tuple[list[str], list[list[str]]]:
         row("token ratio vs oracle", lambda m, v: _f(v.get("token_ratio_vs_oracle"), ".2f", suffix="×")),
         row("flips right→wrong / wrong→right", lambda m, v: vsb(m, v, lambda b: f"{b['right_to_wrong']} / {b['wrong_to_right']}")),
         row("McNemar p (vs baseline)", lambda m, v: vsb(m, v, lambda b: _f(b["mcnemar_p"], ".3g"))),
+        row("chains per item", lambda m, v: _f(v.get("samples_per_item"), ".2f")),
         row("latency p50 / p90 (s)", lambda m, v: f"{_f(v['latency_s']['p50'], '.2f')} / {_f(v['latency_s']['p90'], '.2f')}"),
+        row("total wall time (s)", lambda m, v: _f(v["latency_s"]["mean"] * v["n"], ".0f")),
         row("accuracy per 1k tokens", lambda m, v: _f(v["accuracy_per_1k_tokens"], ".3f")),
         row("finish reasons", lambda m, v: ", ".join(f"{k} {n}" for k, n in sorted(v["finish_reasons"].items())) or DASH),
         row("on Pareto frontier", lambda m, v: "★ yes" if m in front else "no"),

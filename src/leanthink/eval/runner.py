@@ -7,6 +7,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError, LeanthinkError
@@ -32,6 +33,10 @@ class BenchConfig:
     command: str = ""
     shard: str | None = None
     """`I/N`: run only items whose position modulo N is I, so N processes can share one --out."""
+    generation_cache: bool = False
+    """Replay streams already generated with the same prompt and seed (`<out>/generations.sqlite`);
+    see `backends/cache.py`. Makes paired sampling comparisons affordable; wall time is then
+    the recorded engine time of what was replayed plus what ran."""
 
 
 def versions() -> dict[str, str]:
@@ -48,6 +53,7 @@ def versions() -> dict[str, str]:
 
 def run_one(method: Method, item, backend, seed: int, temperature: float) -> dict[str, Any]:
     task = Task.create(item.question, backend, seed=seed, temperature=temperature)
+    replayed0 = getattr(backend, "replayed_s", None)
     t0 = time.perf_counter()
     try:
         res = method(task)
@@ -58,6 +64,14 @@ def run_one(method: Method, item, backend, seed: int, temperature: float) -> dic
                 "finish_reason": "error", "usage": {"prompt": 0, "thinking": 0, "answer": 0, "forced": 0, "overhead": 0, "total": 0},
                 "latency_s": time.perf_counter() - t0, "trace": [], "samples": 0, "prompt": ""}
         error = str(exc)
+    if replayed0 is not None:
+        replayed = backend.replayed_s - replayed0
+        if replayed > 0:
+            data["latency_s"] = data["latency_s"] + replayed
+            data["trace"] = list(data.get("trace") or []) + [{
+                "event": "generation_cache", "at_token": None,
+                "detail": {"replayed_engine_s": round(replayed, 3),
+                           "note": "latency includes the recorded engine time of replayed streams"}}]
     correct = error is None and grade(data.get("answer"), item.answer, item.kind)
     data.update(method=method.spec, item_id=item.id, seed=seed, gold=item.answer, kind=item.kind,
                 correct=bool(correct), error=error)
@@ -80,6 +94,12 @@ def run_bench(cfg: BenchConfig, *, on_progress: Callable[[dict], None] | None = 
     store = Store(cfg.out)
     store.check_identity({"model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed, "temperature": cfg.temperature})
     be = backend or get_backend(cfg.model)
+    if cfg.generation_cache:
+        from ..backends.cache import CachedBackend, GenerationCache
+
+        if cfg.concurrency > 1:
+            raise ConfigError("--generation-cache needs --concurrency 1 (replayed time is attributed per item)")
+        be = CachedBackend(be, GenerationCache(Path(cfg.out) / "generations.sqlite"))
     for m in methods:
         m.check(be)
     store.set_meta("config", {**cfg.__dict__, "methods": sorted(set(specs) | set(store.get_meta("config", {}).get("methods", [])))})

@@ -1,0 +1,185 @@
+"""A generation cache: replay a stream that was already generated with the same model,
+prompt and sampling parameters (seed included).
+
+Why: comparing sampling methods is a paired experiment. `sc(k=8)`, `adaptive-sc`,
+`esc`, `dsc`, `rpc`, `bom`, `bon` and `short-m@k` all draw sample i with seed
+`seed + i`, so on one model they would generate the same chains; the papers evaluate
+adaptive stopping by drawing from one pool of pre-generated samples for the same reason.
+With the cache, the first method that needs a chain generates it for real and every
+later method replays it, token by token, through the same code path (stop rules,
+cancellation, logprob scoring). What a method *spends* does not change: its Result counts
+every token it consumed, replayed or not.
+
+What the cache does change is wall time, so it keeps the engine time of every stored
+stream (time spent inside the engine's `next()`, not the caller's) and adds the recorded
+time of each replayed chunk to `replayed_s`; the bench runner adds that to the method's
+latency and says so in its trace. A stream is cacheable when it is deterministic given
+its key: greedy (temperature 0) or seeded; streams that ask for hidden states are not
+cached (they are large). A stream its reader closed early (at `\\boxed{`, an early exit,
+a cancelled chain) is stored as a prefix: a later reader that stops at or before that
+point replays it exactly; one that reads on gets the prefix and then a real continuation
+from it (prefix continuation, the same call early-exit methods make), which lengthens the
+stored stream. For a seeded sampler that continuation is a fresh draw of the rest of the
+chain given its prefix, i.e. still a sample from the model.
+
+Storage: SQLite (WAL, so several `--shard` processes share one file), one row per
+stream, chunks as zlib-compressed JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+import zlib
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Iterator
+
+from .base import BaseBackend, Chunk, SamplingParams
+
+
+def cache_key(model_id: str, prompt: str, params: SamplingParams) -> str:
+    p = asdict(params)
+    p.pop("hidden_states", None)
+    blob = json.dumps({"model": model_id, "prompt": prompt, "params": p}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _encode(chunks: list[Chunk]) -> bytes:
+    rows = [[c.text, c.token_ids, c.logprob, c.top_logprobs, c.finish_reason] for c in chunks]
+    return zlib.compress(json.dumps(rows, ensure_ascii=False).encode(), 6)
+
+
+def _decode(blob: bytes) -> list[Chunk]:
+    return [Chunk(text=t, token_ids=ids, logprob=lp, top_logprobs=top, finish_reason=fr)
+            for t, ids, lp, top, fr in json.loads(zlib.decompress(blob))]
+
+
+class GenerationCache:
+    """The store behind `CachedBackend`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS streams (key TEXT PRIMARY KEY, chunks BLOB NOT NULL, "
+                      "engine_s REAL NOT NULL, n_tokens INTEGER NOT NULL, complete INTEGER NOT NULL, "
+                      "created REAL NOT NULL)")
+
+    def _conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, timeout=60)
+            c.execute("PRAGMA journal_mode=WAL")
+            self._local.conn = c
+        return c
+
+    def get(self, key: str) -> tuple[list[Chunk], float, bool] | None:
+        """(chunks, engine seconds, complete?) of a stored stream."""
+        row = self._conn().execute("SELECT chunks, engine_s, complete FROM streams WHERE key=?", (key,)).fetchone()
+        return (_decode(row[0]), float(row[1]), bool(row[2])) if row else None
+
+    def put(self, key: str, chunks: list[Chunk], engine_s: float, *, complete: bool) -> None:
+        """Store (or lengthen) a stream; a shorter version never replaces a longer one."""
+        n = sum(ch.n_tokens for ch in chunks)
+        with self._conn() as c:
+            c.execute("INSERT INTO streams VALUES (?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET "
+                      "chunks=excluded.chunks, engine_s=excluded.engine_s, n_tokens=excluded.n_tokens, "
+                      "complete=excluded.complete, created=excluded.created WHERE excluded.n_tokens > streams.n_tokens",
+                      (key, _encode(chunks), engine_s, n, int(complete), time.time()))
+
+    def __len__(self) -> int:
+        return self._conn().execute("SELECT COUNT(*) FROM streams").fetchone()[0]
+
+
+class CachedBackend(BaseBackend):
+    """Wraps a backend; `stream()` replays stored streams (see the module docstring)."""
+
+    def __init__(self, real: BaseBackend, cache: GenerationCache):
+        self.real = real
+        self.cache = cache
+        self.name = real.name
+        self.model_id = real.model_id
+        self.capabilities = real.capabilities
+        self.family_override = getattr(real, "family_override", None)
+        self._lock = threading.Lock()
+        self.replayed_s = 0.0
+        """Recorded engine seconds of every replayed chunk (the runner reads the difference per item)."""
+        self.replayed_tokens = 0
+        self.generated_tokens = 0
+
+    def __getattr__(self, name: str):  # encode, render_chat, n_ctx, hidden_states_for, ...
+        if name == "real":
+            raise AttributeError(name)
+        return getattr(self.real, name)
+
+    def encode(self, text: str) -> list[int]:
+        return self.real.encode(text)
+
+    def count_tokens(self, text: str) -> int:
+        return self.real.count_tokens(text)
+
+    def render_chat(self, messages, add_generation_prompt=True, **kwargs) -> str:
+        return self.real.render_chat(messages, add_generation_prompt, **kwargs)
+
+    def stream(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
+        if params.hidden_states or (params.temperature > 0 and params.seed is None):
+            return self.real.stream(prompt, params)
+        # The sampled tokens' own logprobs cost nothing extra, and asking for them does not change
+        # what is sampled: store them always, so `sc` (no logprobs) and `rpc`/`bon` (logprobs) share
+        # one stream. A reader that did not ask for them gets chunks without them, as uncached.
+        strip = params.logprobs is None and self.capabilities.logprobs
+        gen_params = replace(params, logprobs=0) if strip else params
+        return self._stream(prompt, gen_params, cache_key(self.model_id, prompt, gen_params), strip)
+
+    def _stream(self, prompt: str, params: SamplingParams, key: str, strip: bool) -> Iterator[Chunk]:
+        def out(c: Chunk) -> Chunk:
+            return replace(c, logprob=None, top_logprobs=None) if strip else c
+
+        hit = self.cache.get(key)
+        chunks, engine_s, complete = hit if hit is not None else ([], 0.0, False)
+        stored = list(chunks)
+        per = engine_s / max(len(stored), 1)
+        for c in stored:
+            with self._lock:
+                self.replayed_s += per
+                self.replayed_tokens += c.n_tokens
+            yield out(c)
+        if complete:
+            return
+        if stored:  # a stored prefix (its first reader stopped there): continue it from the prefix
+            left = params.max_tokens - sum(c.n_tokens for c in stored)
+            if left <= 0:
+                return
+            gen = iter(self.real.stream(prompt + "".join(c.text for c in stored), replace(params, max_tokens=left)))
+        else:
+            gen = iter(self.real.stream(prompt, params))
+        exhausted = False
+        try:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    c = next(gen)
+                except StopIteration:
+                    exhausted = True
+                    break
+                finally:
+                    engine_s += time.perf_counter() - t0
+                chunks.append(c)
+                with self._lock:
+                    self.generated_tokens += c.n_tokens
+                yield out(c)
+        finally:
+            if not exhausted:
+                close = getattr(gen, "close", None)
+                if close is not None:
+                    close()
+            if len(chunks) > len(stored):
+                self.cache.put(key, chunks, engine_s, complete=exhausted or bool(chunks[-1].finish_reason))
+
+    def close(self) -> None:
+        self.real.close()
