@@ -93,7 +93,9 @@ def two_methods(tmp_path):
 
 def test_full_report(two_methods):
     paths = build_report(two_methods)
-    assert set(paths) == {"summary", "markdown", "html"}
+    assert set(paths) == {"summary", "markdown", "html", "plot"}
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![accuracy vs mean total tokens per item](pareto.png)" in paths["markdown"].read_text()
     assert all(p.exists() and p.stat().st_size > 0 for p in paths.values())
 
     page = paths["html"].read_text(encoding="utf-8")

@@ -81,7 +81,9 @@ def build_report(directory: str | Path, *, html: str | Path | None = None, basel
         oracle = []  # the oracle analyses `think` chains; it is not about another baseline
     data = _Data(records, oracle, meta, summarize(records, oracle=oracle, baseline=baseline))
     paths = {"summary": directory / "summary.json", "markdown": directory / "report.md",
-             "html": Path(html) if html is not None else directory / "report.html"}
+             "html": Path(html) if html is not None else directory / "report.html", "plot": directory / "pareto.png"}
+    # The Pareto plot also as a file, so a README or an issue can show it without the HTML.
+    paths["plot"].write_bytes(base64.b64decode(_fig_pareto(data).split(",", 1)[1]))
     doc = {**data.summary, **meta}
     paths["summary"].write_text(json.dumps(_no_nan(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     paths["markdown"].write_text(_markdown(data), encoding="utf-8")
@@ -227,6 +229,7 @@ def _markdown(d: _Data) -> str:
     lines += [f"- **{k}:** {v}" for k, v in _info(d)]
     lines += ["", "## Methods", "", f"Baseline: `{s['baseline'] or 'none (no `think` run)'}`. {PARETO_NOTE}", ""]
     lines += _md_table(*_method_table(s))
+    lines += ["", "![accuracy vs mean total tokens per item](pareto.png)"]
     lines += ["", "## Oracle early exit", ""]
     if s["oracle"]:
         lines += _md_table(["oracle (first correct cut of each baseline chain)", "value"], _oracle_rows(s["oracle"]))
