@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from leanthink.errors import LeanthinkError  # noqa: E402
 from leanthink.eval.store import Store  # noqa: E402
 
 IDENTITY = ("model", "dataset", "seed", "temperature")
@@ -31,7 +32,10 @@ def main() -> None:
     ap.add_argument("--methods", required=True, help="Comma-separated method specs as stored, e.g. think,direct.")
     ap.add_argument("--oracle", action="store_true", help="Also copy the oracle rows of the copied items.")
     a = ap.parse_args()
-    src, dst = Store(a.src, create=False), Store(a.dst, create=False)
+    try:
+        src, dst = Store(a.src, create=False), Store(a.dst, create=False)
+    except LeanthinkError as exc:
+        raise SystemExit(f"error: {exc}") from None
     cs, cd = src.get_meta("config", {}), dst.get_meta("config", {})
     diff = [k for k in IDENTITY if cs.get(k) != cd.get(k)]
     if diff:
