@@ -67,6 +67,34 @@ def test_a_stream_closed_early_stops_the_engine_and_is_stored_as_a_prefix(tmp_pa
     assert _text(be.stream("q", SamplingParams(max_tokens=100))) == _text(full) and len(real.calls) == 2
 
 
+def test_the_cap_is_not_part_of_the_key_a_smaller_cap_truncates_a_larger_one_reads_on(tmp_path):
+    words = [f"w{i}" for i in range(12)]
+
+    def respond(prompt: str) -> str:
+        last = prompt.split()[-1]
+        start = words.index(last) + 1 if last in words else 0
+        return " ".join(words[start:])
+
+    real = ScriptedBackend(respond)
+    uncached = list(ScriptedBackend(respond).stream("q", SamplingParams(max_tokens=100)))
+    be = CachedBackend(real, GenerationCache(tmp_path / "g.sqlite"))
+    short = list(be.stream("q", SamplingParams(max_tokens=4)))
+    assert sum(c.n_tokens for c in short) == 4 and short[-1].finish_reason == "length"
+    # a larger cap: the 4 stored tokens (no longer marked `length`), then a real continuation of 8 more
+    full = list(be.stream("q", SamplingParams(max_tokens=100)))
+    assert len(real.calls) == 2 and real.calls[1] == "q" + _text(short)
+    assert _text(full).split() == words and _text(full) == _text(uncached)
+    assert [c.finish_reason for c in full[:-1]] == [None] * (len(full) - 1) and full[-1].finish_reason == "stop"
+    assert be.replayed_tokens == 4 and be.generated_tokens == sum(c.n_tokens for c in full), "each token generated once"
+    # a smaller cap within the complete stream: replayed and cut exactly at the cap, marked as the engine would
+    mid = list(be.stream("q", SamplingParams(max_tokens=7)))
+    assert len(real.calls) == 2
+    assert sum(c.n_tokens for c in mid) == 7 and _text(mid) == _text(full[:7]) and mid[-1].finish_reason == "length"
+    # a cap exactly at the stream's own end keeps its own finish reason
+    exact = list(be.stream("q", SamplingParams(max_tokens=sum(c.n_tokens for c in full))))
+    assert exact[-1].finish_reason == "stop" and len(real.calls) == 2
+
+
 def test_readers_with_and_without_logprobs_share_one_stream(tmp_path):
     real = ScriptedBackend(lambda p: "a b c")
     be = CachedBackend(real, GenerationCache(tmp_path / "g.sqlite"))
@@ -106,6 +134,21 @@ def test_sampling_methods_share_samples_and_still_count_every_token(tmp_path, sm
     assert be.generated_tokens == gen, "rpc asks for logprobs, and still replays sc's chains"
     assert next(e for e in rpc.trace if e.event == "samples").detail["tokens"] == sc_tokens
     assert rpc.usage.total == sc.usage.total
+
+
+def test_budget_and_a_longer_chain_share_one_thinking_stream(tmp_path, small):
+    """budget's capped thinking is the start of think's: with the cap outside the key, think
+    replays budget's tokens and generates only the rest, and still counts every token."""
+    be = CachedBackend(small, GenerationCache(tmp_path / "g.sqlite"))
+    q = "A shop sells pens at 3 dollars each. Tom buys 7 pens and pays with a 50 dollar bill. How much change does he get?"
+    capped = solve(q, method="budget(max_thinking=24)", backend=be)
+    assert next(e for e in capped.trace if e.event == "budget").detail["fired"]
+    after_budget = be.generated_tokens
+    full = solve(q, method="think(max_thinking=400)", backend=be)
+    assert be.replayed_tokens >= 24, "think read budget's stored thinking tokens instead of regenerating them"
+    assert full.reasoning.startswith(capped.reasoning.strip()[:40])
+    assert be.generated_tokens - after_budget < full.usage.total, "only the continuation reached the engine"
+    assert full.usage.thinking > 24, "the replayed tokens are counted too"
 
 
 def first_item(rows) -> str:

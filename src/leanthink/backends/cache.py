@@ -22,6 +22,14 @@ from it (prefix continuation, the same call early-exit methods make), which leng
 stored stream. For a seeded sampler that continuation is a fresh draw of the rest of the
 chain given its prefix, i.e. still a sample from the model.
 
+`max_tokens` is not part of the key: with the same prompt, sampler and seed, a stream
+capped at 256 tokens is the first 256 tokens of the same stream capped at 1,280. So
+`budget(max_thinking=256)`, `elastic`, `deer`, `dynasor` and the first segment of
+`concise-hint`/`inftythink` all read one stored thinking stream. A reader with a smaller
+cap gets the stored tokens up to its cap, the last one marked `length` as the engine would
+mark it; a reader with a larger cap than a stream that stopped at `length` gets the stored
+tokens and then a real continuation.
+
 Storage: SQLite (WAL, so several `--shard` processes share one file), one row per
 stream, chunks as zlib-compressed JSON.
 """
@@ -44,6 +52,7 @@ from .base import BaseBackend, Chunk, SamplingParams
 def cache_key(model_id: str, prompt: str, params: SamplingParams) -> str:
     p = asdict(params)
     p.pop("hidden_states", None)
+    p.pop("max_tokens", None)  # a cap only truncates the same stream (module docstring)
     blob = json.dumps({"model": model_id, "prompt": prompt, "params": p}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -142,22 +151,35 @@ class CachedBackend(BaseBackend):
 
         hit = self.cache.get(key)
         chunks, engine_s, complete = hit if hit is not None else ([], 0.0, False)
-        stored = list(chunks)
-        per = engine_s / max(len(stored), 1)
-        for c in stored:
+        if chunks and chunks[-1].finish_reason == "length":
+            complete = False  # it stopped at its reader's cap, not on its own: a larger cap reads on
+        per = engine_s / max(len(chunks), 1)
+        budget, used, take = params.max_tokens, 0, 0
+        for c in chunks:  # how many stored chunks fit this reader's cap
+            if used + c.n_tokens > budget:
+                break
+            used += c.n_tokens
+            take += 1
+        capped = take < len(chunks) or (used >= budget and not complete)
+        for i, c in enumerate(chunks[:take]):
             with self._lock:
                 self.replayed_s += per
                 self.replayed_tokens += c.n_tokens
+            if i == take - 1 and capped:
+                c = replace(c, finish_reason="length")  # the cap, as the engine would report it
+            elif i == len(chunks) - 1 and not complete:
+                c = replace(c, finish_reason=None)  # more follows from the continuation below
             yield out(c)
+        if capped:
+            return
         if complete:
             return
-        if stored:  # a stored prefix (its first reader stopped there): continue it from the prefix
-            left = params.max_tokens - sum(c.n_tokens for c in stored)
-            if left <= 0:
-                return
-            gen = iter(self.real.stream(prompt + "".join(c.text for c in stored), replace(params, max_tokens=left)))
+        if chunks:  # a stored prefix (its first reader stopped there): continue it from the prefix
+            chunks[-1] = replace(chunks[-1], finish_reason=None)
+            gen = iter(self.real.stream(prompt + "".join(c.text for c in chunks), replace(params, max_tokens=budget - used)))
         else:
             gen = iter(self.real.stream(prompt, params))
+        n_stored = len(chunks)
         exhausted = False
         try:
             while True:
@@ -178,8 +200,10 @@ class CachedBackend(BaseBackend):
                 close = getattr(gen, "close", None)
                 if close is not None:
                     close()
-            if len(chunks) > len(stored):
-                self.cache.put(key, chunks, engine_s, complete=exhausted or bool(chunks[-1].finish_reason))
+            if len(chunks) > n_stored:
+                fin = chunks[-1].finish_reason
+                done = fin is not None and fin != "length" or (exhausted and fin is None)
+                self.cache.put(key, chunks, engine_s, complete=done)
 
     def close(self) -> None:
         self.real.close()
