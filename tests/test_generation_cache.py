@@ -95,6 +95,18 @@ def test_the_cap_is_not_part_of_the_key_a_smaller_cap_truncates_a_larger_one_rea
     assert exact[-1].finish_reason == "stop" and len(real.calls) == 2
 
 
+def test_streams_stored_under_the_old_capped_key_still_replay(tmp_path):
+    from leanthink.backends.cache import cache_key
+
+    real = ScriptedBackend(lambda p: "x y z")
+    cache = GenerationCache(tmp_path / "g.sqlite")
+    params = SamplingParams(max_tokens=50, seed=1, temperature=0.7, logprobs=0)
+    stored = list(ScriptedBackend(lambda p: "x y z").stream("q", params))
+    cache.put(cache_key("scripted-qwen2.5", "q", params, with_cap=True), stored, 1.0, complete=True)
+    got = list(CachedBackend(real, cache).stream("q", params))
+    assert _text(got) == "x y z" and real.calls == []
+
+
 def test_readers_with_and_without_logprobs_share_one_stream(tmp_path):
     real = ScriptedBackend(lambda p: "a b c")
     be = CachedBackend(real, GenerationCache(tmp_path / "g.sqlite"))

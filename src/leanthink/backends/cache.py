@@ -49,10 +49,13 @@ from typing import Iterator
 from .base import BaseBackend, Chunk, SamplingParams
 
 
-def cache_key(model_id: str, prompt: str, params: SamplingParams) -> str:
+def cache_key(model_id: str, prompt: str, params: SamplingParams, *, with_cap: bool = False) -> str:
+    """`with_cap=True` gives the key of caches written before the cap left the key (read-only
+    fallback, so stores like `benchmarks/adaptive/generations.sqlite` keep replaying)."""
     p = asdict(params)
     p.pop("hidden_states", None)
-    p.pop("max_tokens", None)  # a cap only truncates the same stream (module docstring)
+    if not with_cap:
+        p.pop("max_tokens", None)  # a cap only truncates the same stream (module docstring)
     blob = json.dumps({"model": model_id, "prompt": prompt, "params": p}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -150,6 +153,8 @@ class CachedBackend(BaseBackend):
             return replace(c, logprob=None, top_logprobs=None) if strip else c
 
         hit = self.cache.get(key)
+        if hit is None:
+            hit = self.cache.get(cache_key(self.model_id, prompt, params, with_cap=True))
         chunks, engine_s, complete = hit if hit is not None else ([], 0.0, False)
         if chunks and chunks[-1].finish_reason == "length":
             complete = False  # it stopped at its reader's cap, not on its own: a larger cap reads on
