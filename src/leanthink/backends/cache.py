@@ -175,9 +175,7 @@ class CachedBackend(BaseBackend):
             elif i == len(chunks) - 1 and not complete:
                 c = replace(c, finish_reason=None)  # more follows from the continuation below
             yield out(c)
-        if capped:
-            return
-        if complete:
+        if capped or complete:
             return
         if chunks:  # a stored prefix (its first reader stopped there): continue it from the prefix
             chunks[-1] = replace(chunks[-1], finish_reason=None)
