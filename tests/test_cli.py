@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a real `leanthink` subprocess per test
+
 
 def run(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "leanthink.cli", *args], capture_output=True, text=True, timeout=timeout)

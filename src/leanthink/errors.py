@@ -19,11 +19,16 @@ class ConfigError(LeanthinkError):
     """Bad method name, bad parameter, bad model string, empty question..."""
 
 
+def install_hint(extra: str) -> str:
+    """The command that installs an extra, written as the README writes it (a source checkout)."""
+    return f'pip install -e ".[{extra}]"'
+
+
 class MissingDependencyError(LeanthinkError):
     """An optional extra is not installed."""
 
     def __init__(self, package: str, extra: str, why: str = ""):
-        hint = f'pip install "leanthink[{extra}]"'
+        hint = install_hint(extra)
         msg = f"{why + ': ' if why else ''}the optional dependency '{package}' is not installed. Install it with: {hint}"
         super().__init__(msg)
 

@@ -15,7 +15,7 @@ def load_hf(name: str, params: dict[str, str], fm: FieldMap, *, limit: int | Non
     except ImportError:
         raise DataError(
             f"hf:{name} needs the Hugging Face 'datasets' library, which is not installed "
-            "(pip install datasets). Offline, use a local file instead: --data-dir DIR with "
+            "(pip install -e \".[eval]\"). Offline, use a local file instead: --data-dir DIR with "
             "gsm8k/math500/aime24, or jsonl:PATH?question=..&answer=.."
         ) from None
     split = params.get("split", "test")
