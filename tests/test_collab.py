@@ -181,8 +181,9 @@ def test_train_probe_rejects_bad_input(hs_backend, probe_file, tmp_path):
         get_method(f"probe-exit(probe={probe_file},threshold=0)")
     bad = tmp_path / "bad.json"
     bad.write_text('{"format": "something-else"}')
-    with pytest.raises(ConfigError):
-        get_method(f"probe-exit(probe={bad})")
+    m = get_method(f"probe-exit(probe={bad})")  # parameters are checked without reading files
+    with pytest.raises(ConfigError, match="not a leanthink probe file"):
+        m(Task.create(EASY, hs_backend))  # the file is read when the method runs
 
 
 @pytest.mark.parametrize(
@@ -203,7 +204,7 @@ def test_train_probe_rejects_bad_input(hs_backend, probe_file, tmp_path):
         "spec-reason(max_step_tokens=2)",
         "spec-reason(max_steps=0)",
         "probe-exit",
-        "probe-exit(probe=/no/such/probe.json)",
+        "probe-exit(probe= )",
     ],
 )
 def test_bad_parameters(spec):

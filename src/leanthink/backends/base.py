@@ -118,7 +118,10 @@ class Backend(Protocol):
         ...
 
     def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        """Apply the model's chat template. Raises ConfigError if the model has none."""
+        """Apply the model's chat template. Raises ConfigError if the model has none or it fails.
+
+        Special-token strings inside message content come back marked (`chat_template`), so
+        that this engine's `encode`/`stream` tokenize them as text, never as control tokens."""
         ...
 
     def encode(self, text: str) -> list[int]:

@@ -3,22 +3,33 @@
 Two modes:
 * **completions** (full control): we render the chat template locally and send raw text
   to `/v1/completions`, so methods can continue from any prefix (force `</think>`,
-  probe a trial answer) and read token logprobs. Needs the chat template: given as
-  `template=chatml|PATH`, or read from a llama.cpp server's `/props`.
+  probe a trial answer) and read token logprobs. Needs the model's own chat template, so the
+  prompt is the one the model gets in process: `template=` a `.gguf` file, a Hugging Face
+  directory or id, a preset name, a `.jinja` file (`chat_template.load_template`), else
+  `tokenizer=`'s, else a llama.cpp server's `/props`.
 * **chat** (reduced): `/v1/chat/completions` only. The server applies its own template;
   methods that must edit the assistant's text mid-way are refused up front.
+
+The API key: `api_key=KEY` in the model string works but puts the key where strings get
+shown (they are redacted, see `models.redact`); `api_key_env=NAME` reads it from the
+environment variable NAME; with neither, `LEANTHINK_UPSTREAM_API_KEY` is used if set.
+
+Retries: only what can succeed on a second try (connection failures, 502/503/504). Any
+other answer (a 400 for a bad field, a 500 from a crashed handler) is final and reported
+with the upstream's status and message.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any, Iterator
 
 from ..errors import BackendUnavailableError, CapabilityError, ConfigError
+from ..models import redact, register_secret
 from . import chat_template
 from .base import BaseBackend, Capabilities, Chunk, SamplingParams
-from .llamacpp import _load_template_option
 
 _CHAT_SENTINEL = "\x00leanthink-chat\x00"
 """In chat mode a rendered "prompt" is this sentinel + JSON messages (+ an optional
@@ -28,6 +39,25 @@ FULL = Capabilities(logprobs=True, top_logprobs=True, prefix_continuation=True, 
                     parallel_samples=True, token_ids=False, cancellation=True)
 CHAT = Capabilities(logprobs=True, top_logprobs=True, prefix_continuation=False, hidden_states=False,
                     parallel_samples=True, token_ids=False, cancellation=True)
+UPSTREAM_KEY_ENV = "LEANTHINK_UPSTREAM_API_KEY"
+RETRY_STATUS = frozenset({502, 503, 504})
+"""Upstream answers worth retrying: a proxy or load balancer in front of a server that is
+restarting or overloaded. Everything else is the upstream's final word."""
+
+
+def resolve_api_key(api_key: str | None = None, api_key_env: str | None = None) -> str | None:
+    """The upstream key: `api_key`, else the variable named by `api_key_env` (which must be
+    set), else $LEANTHINK_UPSTREAM_API_KEY, else none. The value is registered for redaction."""
+    if api_key and api_key_env:
+        raise ConfigError("give the upstream key as api_key or api_key_env, not both")
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise ConfigError(f"api_key_env={api_key_env}: the environment variable {api_key_env} is not set or empty")
+    else:
+        key = api_key or os.environ.get(UPSTREAM_KEY_ENV) or None
+    register_secret(key)
+    return key
 
 
 class OpenAIBackend(BaseBackend):
@@ -35,28 +65,33 @@ class OpenAIBackend(BaseBackend):
 
     def __init__(self, base_url: str, model: str | None = None, *, template: str | None = None,
                  api_key: str | None = None, mode: str = "auto", max_retries: int = 2,
-                 timeout: float = 600.0, connect_timeout: float = 5.0):
+                 timeout: float = 600.0, connect_timeout: float = 5.0, api_key_env: str | None = None):
         import httpx
 
         if mode not in ("auto", "completions", "chat"):
             raise ConfigError(f"mode must be auto, completions or chat, got '{mode}'")
         self.base_url = base_url.rstrip("/")
+        self.shown_url = redact(self.base_url)  # for messages: no user:pass@
         self.max_retries = max_retries
+        api_key = resolve_api_key(api_key, api_key_env)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=connect_timeout))
+        from .abortable import make_abortable
+
+        make_abortable(self.http)  # a cancelled request stops a stalled read (see backends/abortable.py)
         models = self._get_json("/models")
         ids = [m.get("id") for m in models.get("data", []) if isinstance(m, dict)]
         if model is None:
             if not ids:
-                raise ConfigError(f"server {self.base_url} lists no models; give one as openai:{self.base_url}#MODEL")
+                raise ConfigError(f"server {self.shown_url} lists no models; give one as openai:{self.shown_url}#MODEL")
             model = ids[0]
         self.served_model = model
         self.model_id = model
-        self.chat_template = _load_template_option(template) or self._server_template()
+        self.chat_template = chat_template.load_template(template) or self._server_template()
         if mode == "completions" and not self.chat_template:
             raise ConfigError(
-                f"completions mode needs the model's chat template: add ?template=chatml or ?template=PATH.jinja "
-                f"to the model string (the server at {self.base_url} does not expose it)"
+                f"completions mode needs the model's chat template: add the model's own template, e.g. ?template=/path/model.gguf or ?template=HF_DIR "
+                f"to the model string (the server at {self.shown_url} does not expose it)"
             )
         self.mode = "completions" if (mode != "chat" and self.chat_template) else "chat"
         self.capabilities = FULL if self.mode == "completions" else CHAT
@@ -74,27 +109,28 @@ class OpenAIBackend(BaseBackend):
         for attempt in range(self.max_retries + 1):
             try:
                 r = self.http.request(method, url, **kw)
-                if r.status_code >= 500 and attempt < self.max_retries:
-                    last = BackendUnavailableError(f"server answered {r.status_code}")
+                if r.status_code in RETRY_STATUS and attempt < self.max_retries:
                     time.sleep(0.2 * 2**attempt)
                     continue
-                return r
+                return r  # any other status, 4xx and 500 included, is final: the caller reports it
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                # Nothing was answered (the GETs sent here are idempotent): worth another try.
                 last = exc
                 if attempt < self.max_retries:
                     time.sleep(0.2 * 2**attempt)
-        raise BackendUnavailableError(f"cannot reach the OpenAI-compatible server at {self.base_url}: {last}")
+        raise BackendUnavailableError(f"cannot reach the OpenAI-compatible server at {self.shown_url}: {redact(str(last))}")
 
     def _get_json(self, path: str) -> dict:
         r = self._request("GET", self.base_url + path)
         if r.status_code == 401:
-            raise ConfigError(f"server {self.base_url} refused the API key (401); pass ?api_key=... in the model string")
+            raise ConfigError(f"server {self.shown_url} refused the API key (401); give it with ?api_key_env=VARNAME "
+                              f"in the model string or in ${UPSTREAM_KEY_ENV}")
         if r.status_code >= 400:
-            raise BackendUnavailableError(f"GET {self.base_url}{path} answered {r.status_code}: {r.text[:200]}")
+            raise BackendUnavailableError(f"GET {self.shown_url}{path} answered {r.status_code}: {redact(r.text[:200])}")
         try:
             return r.json()
         except ValueError:
-            raise BackendUnavailableError(f"{self.base_url}{path} did not return JSON; is this an OpenAI-compatible /v1 URL?") from None
+            raise BackendUnavailableError(f"{self.shown_url}{path} did not return JSON; is this an OpenAI-compatible /v1 URL?") from None
 
     def _server_template(self) -> str | None:
         """llama.cpp's native server exposes its template at /props; others do not."""
@@ -134,7 +170,13 @@ class OpenAIBackend(BaseBackend):
                     return [t if isinstance(t, int) else t.get("id", 0) for t in toks]
         return None
 
+    #: `encode` of a local tokenizer matching the served model (model option `tokenizer=`).
+    local_tokenizer = None
+
     def encode(self, text: str) -> list[int]:
+        text = chat_template.neutralize(text)  # what the server will tokenize
+        if self.local_tokenizer is not None:
+            return self.local_tokenizer(text)
         toks = self._tokenize_remote(text)
         if toks is None:
             raise CapabilityError(f"the server at {self.base_url} has no tokenize endpoint")
@@ -143,6 +185,9 @@ class OpenAIBackend(BaseBackend):
     def count_tokens(self, text: str) -> int:
         if not text:
             return 0
+        text = chat_template.neutralize(text)
+        if self.local_tokenizer is not None:
+            return len(self.local_tokenizer(text))
         toks = None if self.approximate_counts else self._tokenize_remote(text)
         if toks is None:
             # No tokenizer endpoint (hosted APIs): estimate, and say so in results.
@@ -153,8 +198,11 @@ class OpenAIBackend(BaseBackend):
     def render_chat(self, messages, add_generation_prompt=True, **kwargs) -> str:
         if self.mode == "chat":
             return _CHAT_SENTINEL + json.dumps(messages) + _CHAT_SENTINEL
+        # The upstream tokenizes our text with special-token parsing and its vocabulary is unknown
+        # here: content strings shaped like special tokens are marked, and neutralized when sent.
         return chat_template.render(self.chat_template, messages, model_id=self.model_id,
-                                    add_generation_prompt=add_generation_prompt, **kwargs)
+                                    add_generation_prompt=add_generation_prompt,
+                                    specials=chat_template.upstream_specials(self.chat_template), **kwargs)
 
     # -- generation ------------------------------------------------------------
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
@@ -163,10 +211,10 @@ class OpenAIBackend(BaseBackend):
             return self._stream_chat(prompt, params)
         if self.mode == "chat":
             raise CapabilityError(
-                f"continuing from a raw prefix needs completions mode; the server at {self.base_url} is used in chat "
-                "mode because its chat template is unknown. Add ?template=chatml (or a .jinja path) to the model string."
+                f"continuing from a raw prefix needs completions mode; the server at {self.shown_url} is used in chat "
+                "mode because its chat template is unknown. Add the model's own template to the model string: ?template=/path/model.gguf, HF_DIR or PATH.jinja."
             )
-        body = self._common(params) | {"prompt": prompt}
+        body = self._common(params) | {"prompt": chat_template.neutralize(prompt)}
         if params.logprobs is not None:
             body["logprobs"] = max(1, params.logprobs)  # some servers treat 0 as "off"
         return self._sse(self.base_url + "/completions", body, chat=False, keep_top=bool(params.logprobs))
@@ -189,7 +237,7 @@ class OpenAIBackend(BaseBackend):
         if suffix.strip() not in ("", "<think>"):
             raise CapabilityError(
                 "this method edits the assistant's text mid-way (forcing the end of thinking or probing an answer), "
-                f"which the chat-only mode for {self.base_url} cannot do. Add ?template=chatml or ?template=PATH.jinja "
+                f"which the chat-only mode for {self.shown_url} cannot do. Add the model's own template: ?template=/path/model.gguf, HF_DIR or PATH.jinja "
                 "to the model string to use raw completions."
             )
         body = self._common(params) | {"messages": json.loads(raw)}
@@ -210,12 +258,12 @@ class OpenAIBackend(BaseBackend):
                 with self.http.stream("POST", url, json=body) as r:
                     if r.status_code >= 400:
                         r.read()
-                        if r.status_code >= 500 and attempts < self.max_retries:
+                        if r.status_code in RETRY_STATUS and attempts < self.max_retries:
                             attempts += 1
                             time.sleep(0.2 * 2**attempts)
                             continue
                         raise BackendUnavailableError(
-                            f"{url} answered {r.status_code}: {r.text[:300]}")
+                            f"{redact(url)} answered {r.status_code}: {redact(r.text[:300])}")
                     yield from self._parse(r, chat, keep_top)
                     return
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -223,9 +271,10 @@ class OpenAIBackend(BaseBackend):
                     attempts += 1
                     time.sleep(0.2 * 2**attempts)
                     continue
-                raise BackendUnavailableError(f"cannot reach the OpenAI-compatible server at {self.base_url}: {exc}") from exc
+                raise BackendUnavailableError(
+                    f"cannot reach the OpenAI-compatible server at {self.shown_url}: {redact(str(exc))}") from exc
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout) as exc:
-                raise BackendUnavailableError(f"the server at {self.base_url} failed mid-stream: {exc}") from exc
+                raise BackendUnavailableError(f"the server at {self.shown_url} failed mid-stream: {redact(str(exc))}") from exc
 
     def _parse(self, r, chat: bool, keep_top: bool) -> Iterator[Chunk]:
         in_reasoning_field = False
@@ -240,7 +289,7 @@ class OpenAIBackend(BaseBackend):
             except ValueError:
                 continue
             if "error" in obj:
-                raise BackendUnavailableError(f"server error: {obj['error']}")
+                raise BackendUnavailableError(f"server error: {redact(str(obj['error']))}")
             for choice in obj.get("choices", [])[:1]:
                 finish = choice.get("finish_reason")
                 if chat:

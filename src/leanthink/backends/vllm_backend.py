@@ -16,7 +16,7 @@ from ..errors import BackendUnavailableError, ConfigError, ModelFileError, requi
 from . import chat_template
 from .base import BaseBackend, Capabilities, Chunk, Completion, SamplingParams
 from .llamacpp import _load_template_option
-from .transformers_backend import _Detok
+from .transformers_backend import _Detok, hf_encode, hf_specials
 
 
 class VLLMBackend(BaseBackend):
@@ -44,19 +44,26 @@ class VLLMBackend(BaseBackend):
         self.chat_template = _load_template_option(template) or getattr(self.tokenizer, "chat_template", None)
         self._bos = getattr(self.tokenizer, "bos_token", None) or ""
         self._eos = getattr(self.tokenizer, "eos_token", None) or ""
+        self._special_cache = None
 
     # -- tokenizer -------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
         add_special = not (self._bos and text.startswith(self._bos))
-        return list(self.tokenizer.encode(text, add_special_tokens=add_special))
+        return hf_encode(self.tokenizer, text, add_special, self._specials())
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0
+        return len(hf_encode(self.tokenizer, text, False, self._specials())) if text else 0
+
+    def _specials(self):
+        if self._special_cache is None:
+            self._special_cache = hf_specials(self.tokenizer)
+        return self._special_cache
 
     def render_chat(self, messages, add_generation_prompt=True, **kwargs) -> str:
         return chat_template.render(
             self.chat_template, messages, model_id=self.model_id, bos_token=self._bos,
-            eos_token=self._eos, add_generation_prompt=add_generation_prompt, **kwargs,
+            eos_token=self._eos, add_generation_prompt=add_generation_prompt,
+            specials=self._specials()[0], **kwargs,
         )
 
     # -- generation ------------------------------------------------------------

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError, LeanthinkError, require
+from ..models import redact, redact_obj
 from .metrics import summarize
 from .store import Store
 
@@ -56,14 +57,16 @@ class _Data:
         return bool(backend.get("emulated_thinking")) or any(r.get("emulated_thinking") for r in self.records)
 
 
-def build_report(directory: str | Path, *, html: str | Path | None = None, baseline: str = "think") -> dict[str, Path]:
+def build_report(directory: str | Path, *, html: str | Path | None = None, baseline: str = "think",
+                 force: bool = False) -> dict[str, Path]:
     """Write summary.json, report.md and the HTML report for a bench directory.
 
     Returns {"summary", "markdown", "html"} -> path. Raises ConfigError when the
     directory holds no results, so the CLI prints a message instead of a traceback.
     `baseline` is the method every other one is compared with (ratios, flips, McNemar):
     `think` by default, e.g. `sc(k=8)` for sampling methods. If `think` is absent the
-    report simply has no baseline; a baseline you name must exist.
+    report simply has no baseline; a baseline you name must exist. A file in the way that
+    this report did not write (no leanthink signature) is not overwritten unless `force`.
     """
     directory = Path(directory)
     records, oracle, meta = _load(directory)
@@ -82,14 +85,46 @@ def build_report(directory: str | Path, *, html: str | Path | None = None, basel
     data = _Data(records, oracle, meta, summarize(records, oracle=oracle, baseline=baseline))
     paths = {"summary": directory / "summary.json", "markdown": directory / "report.md",
              "html": Path(html) if html is not None else directory / "report.html", "plot": directory / "pareto.png"}
-    # The Pareto plot also as a file, so a README or an issue can show it without the HTML.
-    paths["plot"].write_bytes(base64.b64decode(_fig_pareto(data).split(",", 1)[1]))
+    if not force:
+        _refuse_foreign(paths)
+    # Everything is rendered before the first write: a failure leaves no half-written report.
     doc = {**data.summary, **meta}
-    paths["summary"].write_text(json.dumps(_no_nan(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(_markdown(data), encoding="utf-8")
-    paths["html"].parent.mkdir(parents=True, exist_ok=True)
-    paths["html"].write_text(_html_doc(data), encoding="utf-8")
+    # The Pareto plot also as a file, so a README or an issue can show it without the HTML.
+    out = {"plot": base64.b64decode(_fig_pareto(data).split(",", 1)[1]),
+           "summary": (json.dumps(_no_nan(doc), indent=2, allow_nan=False) + "\n").encode("utf-8"),
+           "markdown": _markdown(data).encode("utf-8"), "html": _html_doc(data).encode("utf-8")}
+    try:
+        paths["html"].parent.mkdir(parents=True, exist_ok=True)
+        for key, blob in out.items():
+            paths[key].write_bytes(blob)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the report ({exc.filename or directory}): {exc.strerror or exc}") from None
     return paths
+
+
+_SIGNATURES = {"markdown": b"# leanthink benchmark report", "html": b"<title>leanthink report</title>"}
+
+
+def _ours(key: str, path: Path) -> bool:
+    """Does this existing file look like one a leanthink report wrote?"""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+            if key == "summary":
+                doc = json.loads(head + f.read(1 << 24))
+                return isinstance(doc, dict) and {"baseline", "methods", "pareto"} <= doc.keys()
+    except (OSError, ValueError):
+        return False
+    if key == "plot":  # PNG whose tEXt says who wrote it: this report (or Matplotlib before it said so)
+        return head.startswith(b"\x89PNG") and (b"leanthink" in head or b"Matplotlib" in head)
+    return _SIGNATURES[key] in head
+
+
+def _refuse_foreign(paths: dict[str, Path]) -> None:
+    for key, path in paths.items():
+        if path.exists() and (not path.is_file() or not _ours(key, path)):
+            raise ConfigError(f"'{path}' exists and was not written by leanthink report; move it away, "
+                              "choose another path, or pass --force to overwrite it")
 
 
 def _load(directory: Path) -> tuple[list[dict], list[dict], dict[str, Any]]:
@@ -97,9 +132,14 @@ def _load(directory: Path) -> tuple[list[dict], list[dict], dict[str, Any]]:
     store = Store(directory, create=False)
     try:
         records, oracle = store.records(), store.oracle()
-        meta = {k: store.get_meta(k) for k in META_KEYS}
+        # Stores written before redaction may hold an upstream key in a model string or a
+        # command line: reports (and summary.json) never show it.
+        meta = redact_obj({k: store.get_meta(k) for k in META_KEYS})
     finally:
         store.close()
+    for r in records:
+        if r.get("error"):
+            r["error"] = redact(r["error"])
     if not records:
         raise ConfigError(f"'{directory}' holds no finished items yet; run `leanthink bench --out {directory}` first")
     return records, oracle, meta
@@ -241,7 +281,7 @@ def _markdown(d: _Data) -> str:
 # -- figures ---------------------------------------------------------------------------
 def _new_figure(w: float, h: float):
     """A figure on the Agg canvas directly: no pyplot global state, safe in any thread or server."""
-    require("matplotlib", "eval", "the HTML report's figures")
+    require("matplotlib", "plots", "the HTML report's figures")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -252,7 +292,7 @@ def _new_figure(w: float, h: float):
 
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": "leanthink report"})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

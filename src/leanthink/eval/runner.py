@@ -13,7 +13,8 @@ from typing import Any, Callable
 from ..errors import ConfigError, LeanthinkError
 from ..grading import grade
 from ..methods import Method, Task, get_method
-from .store import Store
+from ..models import redact
+from .store import Store, check_out_dir
 
 
 @dataclass
@@ -37,6 +38,9 @@ class BenchConfig:
     """Replay streams already generated with the same prompt and seed (`<out>/generations.sqlite`);
     see `backends/cache.py`. Makes paired sampling comparisons affordable; wall time is then
     the recorded engine time of what was replayed plus what ran."""
+    force: bool = False
+    """Write into a non-empty `out` that holds no results store (refused otherwise: the
+    report would overwrite files there, such as the user's own report.md)."""
 
 
 def versions() -> dict[str, str]:
@@ -63,7 +67,7 @@ def run_one(method: Method, item, backend, seed: int, temperature: float) -> dic
         data = {"question": item.question, "method": method.spec, "answer": None, "reasoning": "", "answer_text": "",
                 "finish_reason": "error", "usage": {"prompt": 0, "thinking": 0, "answer": 0, "forced": 0, "overhead": 0, "total": 0},
                 "latency_s": time.perf_counter() - t0, "trace": [], "samples": 0, "prompt": ""}
-        error = str(exc)
+        error = redact(str(exc))
     if replayed0 is not None:
         replayed = backend.replayed_s - replayed0
         if replayed > 0:
@@ -78,12 +82,43 @@ def run_one(method: Method, item, backend, seed: int, temperature: float) -> dic
     return data
 
 
+def default_out(dataset: str, model: str, seed: int = 0, temperature: float = 0.0) -> str:
+    """`runs/DATASET-MODEL` (plus `-sSEED`, `-tTEMP` when not the defaults): a results store
+    holds one (model, dataset, seed, temperature), so two benches that differ in one of them
+    never share a default directory, and the same one resumes or adds methods."""
+    import re
+
+    from ..models import PRESETS, parse_model_string
+
+    def slug(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("._-") or "x"
+
+    try:
+        spec = parse_model_string(model)
+        if spec.kind == "preset":
+            m = PRESETS[spec.target].name
+        elif spec.kind == "gguf":
+            m = spec.target.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".gguf")
+        elif spec.kind == "openai":
+            m = spec.served_name or spec.target.split("//", 1)[-1]
+        else:
+            m = spec.target
+    except LeanthinkError:
+        m = model
+    base = dataset.split("?", 1)[0]
+    kind, _, rest = base.partition(":")
+    ds = f"{kind}-{rest.replace(chr(92), '/').rsplit('/', 1)[-1].rsplit('.', 1)[0]}" if rest else kind
+    name = f"{slug(ds)}-{slug(m)}" + (f"-s{seed}" if seed else "") + (f"-t{temperature:g}" if temperature else "")
+    return f"runs/{name}"
+
+
 def run_bench(cfg: BenchConfig, *, on_progress: Callable[[dict], None] | None = None, backend=None) -> Store:
     from ..api import get_backend
     from ..data import load_dataset
 
     if cfg.concurrency < 1:
         raise ConfigError(f"--concurrency must be >= 1, got {cfg.concurrency}")
+    check_out_dir(cfg.out, force=cfg.force)  # before the dataset or the model is loaded
     methods = [get_method(m) for m in cfg.methods]
     if not methods:
         raise ConfigError("no methods given; e.g. --methods think,direct")
@@ -92,7 +127,9 @@ def run_bench(cfg: BenchConfig, *, on_progress: Callable[[dict], None] | None = 
         raise ConfigError(f"the same method is listed twice: {', '.join(specs)}")
     ds = load_dataset(cfg.dataset, limit=cfg.limit, data_dir=cfg.data_dir, skip_bad=cfg.skip_bad, seed=cfg.seed)
     store = Store(cfg.out)
-    store.check_identity({"model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed, "temperature": cfg.temperature})
+    # The store keeps the model string without secrets (api_key=..., user:pass@): it is
+    # shared and reported. Identity compares the redacted form, so a rotated key resumes.
+    store.check_identity({"model": redact(cfg.model), "dataset": cfg.dataset, "seed": cfg.seed, "temperature": cfg.temperature})
     be = backend or get_backend(cfg.model)
     if cfg.generation_cache:
         from ..backends.cache import CachedBackend, GenerationCache
@@ -102,13 +139,15 @@ def run_bench(cfg: BenchConfig, *, on_progress: Callable[[dict], None] | None = 
         be = CachedBackend(be, GenerationCache(Path(cfg.out) / "generations.sqlite"))
     for m in methods:
         m.check(be)
-    store.set_meta("config", {**cfg.__dict__, "methods": sorted(set(specs) | set(store.get_meta("config", {}).get("methods", [])))})
+    store.set_meta("config", {**cfg.__dict__, "model": redact(cfg.model), "command": redact(cfg.command),
+                              "methods": sorted(set(specs) | set(store.get_meta("config", {}).get("methods", [])))})
     store.set_meta("versions", versions())
     store.set_meta("dataset", {"name": ds.name, "source": ds.source, "n_items": len(ds.items), "skipped": ds.skipped})
     store.set_meta("backend", {"name": be.name, "model_id": be.model_id})
     history = store.get_meta("commands", [])
-    if cfg.command and (not history or history[-1] != cfg.command):
-        store.set_meta("commands", history + [cfg.command])
+    command = redact(cfg.command)
+    if command and (not history or history[-1] != command):
+        store.set_meta("commands", history + [command])
 
     items = ds.items
     if cfg.shard:
@@ -116,8 +155,17 @@ def run_bench(cfg: BenchConfig, *, on_progress: Callable[[dict], None] | None = 
         items = [it for pos, it in enumerate(ds.items) if pos % n == idx]
     done = store.done_keys()
     todo = [(m, it) for it in items for m in methods if (m.spec, it.id, cfg.seed) not in done]
+    # Accuracy per method over every (method, item) pair of this run's scope that is stored,
+    # earlier runs included: after a resume, "this run" alone is a skewed sample (the methods
+    # still to do are often the slow or weak ones), so progress shows these true numbers.
+    in_scope = {it.id for it in items}
+    by_method: dict[str, list[int]] = {spec: [0, 0] for spec in specs}
+    for r in store.records():
+        if r["method"] in by_method and r["item_id"] in in_scope and r["seed"] == cfg.seed:
+            by_method[r["method"]][0] += int(bool(r["correct"]))
+            by_method[r["method"]][1] += 1
     state = {"total": len(items) * len(methods), "done": len(items) * len(methods) - len(todo),
-             "new": 0, "correct": 0, "tokens": 0, "skipped_lines": len(ds.skipped)}
+             "new": 0, "correct": 0, "tokens": 0, "skipped_lines": len(ds.skipped), "by_method": by_method}
 
     def record(data: dict) -> None:
         if store.put(data["method"], data["item_id"], data["seed"], data["correct"], data):
@@ -125,11 +173,14 @@ def run_bench(cfg: BenchConfig, *, on_progress: Callable[[dict], None] | None = 
             state["new"] += 1
             state["correct"] += int(data["correct"])
             state["tokens"] += data["usage"]["total"]
+            tally = by_method.setdefault(data["method"], [0, 0])
+            tally[0] += int(bool(data["correct"]))
+            tally[1] += 1
         if on_progress:
-            on_progress(dict(state, last=data))
+            on_progress(dict(state, last=data, by_method={k: list(v) for k, v in by_method.items()}))
 
     if on_progress:
-        on_progress(dict(state, last=None))
+        on_progress(dict(state, last=None, by_method={k: list(v) for k, v in by_method.items()}))
     if cfg.concurrency == 1:
         for m, it in todo:
             record(run_one(m, it, be, cfg.seed, cfg.temperature))
@@ -184,7 +235,7 @@ def command_line() -> str:
     import shlex
 
     args = sys.argv[1:]
-    return "leanthink " + " ".join(shlex.quote(a) for a in args)
+    return redact("leanthink " + " ".join(shlex.quote(a) for a in args))
 
 
 def hash_shard(item_id: str, n: int) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import ConfigError
+from ..models import redact_obj
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -32,20 +33,49 @@ CREATE TABLE IF NOT EXISTS oracle (
 DB_NAME = "results.sqlite"
 
 
+def check_out_dir(directory: str | Path, *, force: bool = False) -> None:
+    """Refuse a bench output directory that would lose the user's files, before any work.
+
+    A directory with a results store is resumed; a new or empty one is created. A non-empty
+    directory without a store is someone else's: the report would overwrite its
+    `report.md`/`summary.json`, so it needs `force`. A path that is a file, or that cannot be
+    read, is an error with its reason (not a traceback)."""
+    p = Path(directory)
+    try:
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"--out '{directory}' is a file, not a directory; give a new or empty directory")
+        if not p.is_dir() or (p / DB_NAME).exists():
+            return
+        non_empty = any(p.iterdir())
+    except OSError as exc:
+        raise ConfigError(f"cannot use --out '{directory}': {exc.strerror or exc}") from None
+    if non_empty and not force:
+        raise ConfigError(
+            f"--out '{directory}' is not empty and holds no leanthink results ({DB_NAME}); its files "
+            "(e.g. report.md, summary.json) could be overwritten. Give a new or empty directory, "
+            "or pass --force to write into it anyway"
+        )
+
+
 class Store:
     def __init__(self, directory: str | Path, *, create: bool = True):
         self.dir = Path(directory)
         path = self.dir / DB_NAME
         if not create and not path.exists():
             raise ConfigError(f"no benchmark results in '{directory}' (expected {path}); run `leanthink bench --out {directory}` first")
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA busy_timeout=30000")  # several `--shard` processes may share one store
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        try:  # a file in the way, a read-only filesystem, /proc: the user's to fix, with the reason
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA busy_timeout=30000")  # several `--shard` processes may share one store
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the results store in '{directory}': {exc.strerror or exc}") from None
+        except sqlite3.Error as exc:
+            raise ConfigError(f"cannot open the results store {path}: {exc}") from None
 
     # -- meta ------------------------------------------------------------------
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -53,12 +83,14 @@ class Store:
         return json.loads(row[0]) if row else default
 
     def set_meta(self, key: str, value: Any) -> None:
+        """Meta (config, command lines, identity) is shown in reports: secrets are masked."""
         with self._lock:
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(redact_obj(value))))
 
     def check_identity(self, identity: dict[str, Any]) -> None:
-        """Refuse to mix results of a different model/dataset into one directory."""
-        old = self.get_meta("identity")
+        """Refuse to mix results of a different model/dataset into one directory. Both sides
+        are compared redacted (a store written before redaction may hold the raw string)."""
+        identity, old = redact_obj(identity), redact_obj(self.get_meta("identity"))
         if old is None:
             self.set_meta("identity", identity)
             return

@@ -13,12 +13,13 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..backends.base import BaseBackend
 from ..errors import ConfigError
+from ..loading import ModelLoader, default_loader
 from ..reasoning import Family, family_for
 from ..result import Result, Usage
 
@@ -46,15 +47,39 @@ class Task:
     #: Usage spent before the main method ran (e.g. a TALE budget estimate).
     pre_usage: Usage = field(default_factory=Usage)
     pre_trace: list = field(default_factory=list)
+    #: Where a method gets any other model or probe it names (`small_model`, `probe`):
+    #: `task.models.load(name)`, `task.models.probe(name)`. Whoever builds the task decides
+    #: what a name may be: the library's loader takes any model string or path, the
+    #: server's only what its operator registered (see `leanthink.loading`).
+    models: ModelLoader = field(default_factory=default_loader)
+    #: `boxed` (the grading form) or `natural` (what a person reads): how the answer is written
+    #: when thinking ends; the chain itself is the same (see `leanthink.readable`).
+    answer_format: str = "boxed"
 
     @classmethod
-    def create(cls, question: str, backend: BaseBackend, *, seed: int = 0, temperature: float = 0.0) -> "Task":
-        if not isinstance(question, str) or not question.strip():
+    def create(cls, question: str, backend: BaseBackend, *, seed: int = 0, temperature: float = 0.0,
+               models: ModelLoader | None = None, answer_format: str = "boxed") -> "Task":
+        from ..readable import check_answer_format
+
+        if not isinstance(question, str):
+            raise ConfigError(f"the question must be a string, got {type(question).__name__}")
+        if not question.strip():
             raise ConfigError("the question is empty")
         if temperature < 0:
             raise ConfigError(f"temperature must be >= 0, got {temperature}")
+        check_answer_format(answer_format)
         fam = family_for(backend.model_id, getattr(backend, "family_override", None))
-        return cls(question.strip(), backend, fam, seed, temperature)
+        return cls(question.strip(), backend, fam, seed, temperature, models=models or default_loader(),
+                   answer_format=answer_format)
+
+
+class Resource(NamedTuple):
+    """Something a method will ask `task.models` for: which parameter names it, what kind
+    (`model` or `probe`) and the name."""
+
+    param: str
+    kind: str
+    name: str
 
 
 class Method:
@@ -87,8 +112,22 @@ class Method:
     def param_dict(self) -> dict[str, Any]:
         return self.params.model_dump()
 
+    def __repr__(self) -> str:
+        """`<Method think(max_thinking=4096,max_answer=512)>`: every parameter, defaults included
+        (`spec` is the short form, with only the parameters that differ from the defaults)."""
+        return f"<Method {self._full_spec()}>"
+
+    def _full_spec(self) -> str:
+        params = self.param_dict()
+        return f"{self.name}({','.join(f'{k}={v}' for k, v in params.items())})" if params else self.name
+
     def check(self, backend: BaseBackend) -> None:
         backend.require(set(self.needs), f"method '{self.name}'")
+
+    def resources(self) -> list[Resource]:
+        """The models and probes this method will load through `task.models` (none by
+        default), so that a server can refuse unknown names before running anything."""
+        return []
 
     def prepare(self, task: Task) -> Task:
         """Prompt-level methods override this; others leave the task alone."""
@@ -145,9 +184,15 @@ class Composed(Method):
     def param_dict(self) -> dict[str, Any]:
         return {self.first.name: self.first.param_dict(), self.second.name: self.second.param_dict()}
 
+    def _full_spec(self) -> str:
+        return f"{self.first._full_spec()}+{self.second._full_spec()}"
+
     def check(self, backend: BaseBackend) -> None:
         self.first.check(backend)
         self.second.check(backend)
+
+    def resources(self) -> list[Resource]:
+        return self.first.resources() + self.second.resources()
 
     def prepare(self, task: Task) -> Task:
         return self.second.prepare(self.first.prepare(task))
@@ -192,6 +237,27 @@ def _split_top(s: str, sep: str) -> list[str]:
     return out
 
 
+MAX_SPEC_CHARS = 1000
+MAX_SPEC_DEPTH = 8
+"""Bounds on a spec string: a spec can nest specs (`sc(inner=budget(...))`) and the server
+parses specs that clients send, so a huge or deeply nested one must be a ConfigError, not
+a RecursionError deep in the parser."""
+
+
+def _check_spec_size(spec: str) -> None:
+    if len(spec) > MAX_SPEC_CHARS:
+        raise ConfigError(f"method spec is {len(spec)} characters long; the limit is {MAX_SPEC_CHARS}")
+    depth = deepest = 0
+    for ch in spec:
+        if ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")":
+            depth -= 1
+    if deepest > MAX_SPEC_DEPTH:
+        raise ConfigError(f"method spec nests parentheses {deepest} deep; the limit is {MAX_SPEC_DEPTH}")
+
+
 def get_method(spec: str, **overrides: Any) -> Method:
     """Build a method from a spec string like `budget(max_thinking=256)` or `cod+deer`.
 
@@ -202,6 +268,7 @@ def get_method(spec: str, **overrides: Any) -> Method:
     ensure_loaded()
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError("method name is empty")
+    _check_spec_size(spec)
     parts = [p for p in _split_top(spec, "+")]
     if len(parts) > 2:
         raise ConfigError(f"method '{spec}': at most two methods can be combined (prompt-level + another)")
@@ -240,4 +307,5 @@ def with_params(method: Method, **changes: Any) -> Method:
     return type(method)(**{**method.param_dict(), **changes})
 
 
-__all__ = ["Method", "Task", "PromptStyle", "register", "get_method", "REGISTRY", "Composed", "with_params", "replace"]
+__all__ = ["Method", "Task", "PromptStyle", "Resource", "register", "get_method", "REGISTRY", "Composed", "with_params",
+           "replace"]

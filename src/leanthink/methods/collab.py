@@ -12,10 +12,13 @@
                exit when it is confident. Train the probe with `leanthink probe train`
                (`leanthink.probes.train_probe`); needs the transformers backend.
 
-The task's backend is the "large" model. The second model is a model string param
-(`small_model`, default `qwen2.5-coder-0.5b`) loaded once with `leanthink.api.get_backend`.
-Tokens of both models count in `Result.usage` (a token is a token); the trace splits them
-per model.
+The task's backend is the "large" model. The second model (`small_model`) and the probe
+(`probe`) are names the methods resolve through the task's loader (`task.models`), never
+by loading anything themselves: in the library and CLI a name is any model string or probe
+path (`small`, the default, is qwen2.5-coder-0.5b); on a server it is one of the names the
+operator registered (`--extra-model`, `--probe`). Validating the parameters touches no
+file: a probe is read when the method runs (or at server start). Tokens of both models
+count in `Result.usage` (a token is a token); the trace splits them per model.
 """
 
 from __future__ import annotations
@@ -30,17 +33,11 @@ from ..backends.base import BaseBackend, SamplingParams
 from ..errors import ConfigError
 from ..grading import extract_answer
 from ..reasoning import StreamSplitter, family_for
+from ..loading import SMALL
 from ..result import Result, TraceEvent, Usage
-from .base import Method, Task, register
+from .base import Method, Resource, Task, register
 from .engine import Chain, ChainOutput, Stop, ThinkState, boxed_with_probs, build_prompt, to_result
 from .sampling import Votes, build_inner
-
-
-def load_model(model: str) -> BaseBackend:
-    """The second model, loaded once per model string and shared."""
-    from ..api import get_backend
-
-    return get_backend(model, quiet=True)
 
 
 def task_on(task: Task, backend: BaseBackend, **changes) -> Task:
@@ -81,7 +78,7 @@ class FastAnswer:
 class RouteParams(BaseModel):
     signal: Literal["prob", "agreement"] = Field("prob", description="prob: probability of the fast (greedy) answer; agreement: top share of n_fast sampled fast answers.")
     threshold: float = Field(0.8, gt=0, le=1, description="Escalate when the confidence is below this.")
-    small_model: str | None = Field("qwen2.5-coder-0.5b", description="Model of the fast path; none = the task's own model.")
+    small_model: str | None = Field(SMALL, description="Model of the fast path; none = the task's own model. Library/CLI: a model string (`small` = qwen2.5-coder-0.5b); server: an extra model the operator registered (`small` by default).")
     n_fast: int = Field(3, ge=2, le=8, description="Fast samples for signal=agreement.")
     fast_temperature: float = Field(0.7, gt=0, le=2, description="Temperature of the fast samples (agreement).")
     fast_thinking: int = Field(0, ge=0, description="0: the fast path answers directly; N: it thinks up to N tokens first.")
@@ -99,7 +96,7 @@ class RouteParams(BaseModel):
     def _model_ok(cls, v):
         if v is not None and (not v.strip() or v.strip().lower() == "none"):
             return None
-        return v
+        return v if v is None else v.strip()
 
 
 @register
@@ -120,10 +117,14 @@ class Route(Method):
         if self.params.small_model is None:
             backend.require({"logprobs"} if self.params.signal == "prob" else set(), "method 'route'")
 
+    def resources(self) -> list[Resource]:
+        small = [] if self.params.small_model is None else [Resource("small_model", "model", self.params.small_model)]
+        return small + self.slow.resources()
+
     def fast_backend(self, task: Task) -> BaseBackend:
         if self.params.small_model is None:
             return task.backend
-        be = load_model(self.params.small_model)
+        be = task.models.load(self.params.small_model)
         be.require({"prefix_continuation"} | ({"logprobs"} if self.params.signal == "prob" else set()), "route's fast model")
         return be
 
@@ -206,7 +207,7 @@ _JUDGE_PREFILL = "Rating: "
 
 
 class SpecParams(BaseModel):
-    small_model: str | None = Field("qwen2.5-coder-0.5b", description="Model that proposes each step.")
+    small_model: str | None = Field(SMALL, description="Model that proposes each step. Library/CLI: a model string (`small` = qwen2.5-coder-0.5b); server: an extra model the operator registered (`small` by default).")
     threshold: float = Field(7.0, ge=0, le=9, description="Accept a proposed step when the large model's 0-9 score (expected value) is at least this.")
     step: Literal["paragraph", "line"] = Field("paragraph", description="A step ends at a blank line (paragraph) or a newline (line).")
     max_step_tokens: int = Field(96, ge=4, description="Cap on one step.")
@@ -217,8 +218,8 @@ class SpecParams(BaseModel):
     @classmethod
     def _model_ok(cls, v):
         if v is None or not v.strip() or v.strip().lower() == "none":
-            raise ValueError("spec-reason needs a small model (a model string)")
-        return v
+            raise ValueError("spec-reason needs a small model (a model string; on a server, an extra model name)")
+        return v.strip()
 
 
 @dataclass
@@ -279,6 +280,9 @@ class SpecReason(Method):
     needs = frozenset({"top_logprobs", "prefix_continuation"})
     budget_param: ClassVar[str] = "max_thinking"
 
+    def resources(self) -> list[Resource]:
+        return [Resource("small_model", "model", self.params.small_model)]
+
     def judge(self, lt: Task, reasoning: str, step: str) -> tuple[float, int, float]:
         """(expected 0-9 score, tokens generated, probability mass on digits)."""
         fam = lt.family
@@ -297,7 +301,7 @@ class SpecReason(Method):
 
     def run(self, task: Task) -> Result:
         p = self.params
-        small = load_model(p.small_model)
+        small = task.models.load(p.small_model)
         small.require({"prefix_continuation"}, "spec-reason's small model")
         lt = replace(task, pre_usage=Usage(), pre_trace=[])
         st = task_on(task, small)
@@ -378,7 +382,7 @@ class SpecReason(Method):
 
 
 class ProbeExitParams(BaseModel):
-    probe: str = Field("", validate_default=True, description="Probe file from `leanthink probe train` (JSON, format leanthink-probe/1).")
+    probe: str = Field("", validate_default=True, description="Library/CLI: a probe file from `leanthink probe train` (JSON, format leanthink-probe/1), read when the method runs; server: a probe name the operator registered (--probe NAME=PATH).")
     threshold: float = Field(0.9, gt=0, le=1, description="Exit when the probe's P(correct) reaches this.")
     min_tokens: int = Field(0, ge=0, description="No check before this many thinking tokens.")
     max_thinking: int = Field(4096, gt=0, description="Safety cap on thinking tokens.")
@@ -387,15 +391,11 @@ class ProbeExitParams(BaseModel):
     @field_validator("probe")
     @classmethod
     def _probe_ok(cls, v: str) -> str:
+        # no file access here: parameters are validated on a server's event loop, for
+        # values a client sent; the probe is read by the task's loader when the method runs
         if not v or not v.strip():
             raise ValueError("probe-exit needs probe=PATH (train one with `leanthink probe train`)")
-        from ..probes import load_probe
-
-        try:
-            load_probe(v)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return v
+        return v.strip()
 
 
 @register
@@ -408,11 +408,12 @@ class ProbeExit(Method):
     needs = frozenset({"hidden_states", "prefix_continuation"})
     budget_param: ClassVar[str] = "max_thinking"
 
-    def run(self, task: Task) -> Result:
-        from ..probes import load_probe
+    def resources(self) -> list[Resource]:
+        return [Resource("probe", "probe", self.params.probe)]
 
+    def run(self, task: Task) -> Result:
         p = self.params
-        probe = load_probe(p.probe)
+        probe = task.models.probe(p.probe)
         be = task.backend
         size = getattr(be, "hidden_size", None)
         if size and size != probe.dim:

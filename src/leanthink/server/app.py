@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import time
 from collections import deque
@@ -27,7 +26,11 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import BackendUnavailableError, LeanthinkError
+from ..models import public_model_name, redact
+from ..loading import RegisteredLoader
 from .config import PASSTHROUGH, ServerConfig
+from .connection import ClientGone, parse_json_object, read_body
+from .extras import close_extras, load_extras
 from .metrics import Metrics
 from .planning import Plan, build_plan
 from .protocol import ApiError, ChatRequest, CompletionRequest, from_leanthink_error, from_validation_error, new_id, now
@@ -37,10 +40,6 @@ from .worker import Job
 log = logging.getLogger("leanthink.server")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class ClientGone(Exception):
-    """The client disconnected before we answered."""
 
 
 class Slots:
@@ -102,6 +101,7 @@ class ServerState:
         self.metrics.queued.set_function(lambda: len(self.slots.waiters))
         self.executor = ThreadPoolExecutor(max_workers=config.max_concurrent, thread_name_prefix="leanthink-worker")
         self.jobs: set[Job] = set()
+        self.extras = RegisteredLoader()  # the operator's extra models and probes, loaded at start
         self.relay = None
         self.started = now()
         self.uvicorn_server = None
@@ -128,8 +128,8 @@ class ServerState:
         try:
             backend = await asyncio.to_thread(get_backend, self.config.model, quiet=True)
         except BackendUnavailableError as exc:
-            self.load_error = str(exc)
-            log.warning("upstream not reachable yet (%s); retrying in the background", exc)
+            self.load_error = redact(str(exc))
+            log.warning("upstream not reachable yet (%s); retrying in the background", self.load_error)
             self._retry_task = asyncio.create_task(self._retry_load())
             return
         self._attach(backend)
@@ -143,12 +143,13 @@ class ServerState:
                 self._attach(await asyncio.to_thread(get_backend, self.config.model, quiet=True))
                 log.info("upstream is up: serving %s", self.backend.model_id)
             except BackendUnavailableError as exc:
-                self.load_error = str(exc)
+                self.load_error = redact(str(exc))
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI):
         if self.backend is None:
             await self._load()
+        self.extras = await asyncio.to_thread(load_extras, self.config, self.backend)
         yield
         # Uvicorn has let in-flight requests finish (up to its graceful timeout) and cancelled
         # the rest; make sure no worker keeps generating for a request that is gone.
@@ -159,6 +160,7 @@ class ServerState:
         await asyncio.to_thread(self.executor.shutdown, True, cancel_futures=True)
         if self.relay:
             await self.relay.aclose()
+        close_extras(self.extras, self.backend)
 
     def shutting_down(self) -> bool:
         return bool(getattr(self.uvicorn_server, "should_exit", False))
@@ -191,22 +193,10 @@ class ServerState:
             raise ApiError(401, "invalid API key", code="invalid_api_key")
 
     async def read_json(self, request: Request) -> dict[str, Any]:
-        limit = self.config.max_body_bytes
-        cl = request.headers.get("content-length")
-        if cl and cl.isdigit() and int(cl) > limit:
-            raise ApiError(413, f"request body is {cl} bytes; the limit is {limit}", code="body_too_large")
-        buf = bytearray()
-        async for chunk in request.stream():
-            buf += chunk
-            if len(buf) > limit:
-                raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
-        try:
-            data = json.loads(buf)
-        except ValueError:
-            raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
-        if not isinstance(data, dict):
-            raise ApiError(422, "the request body must be a JSON object", code="invalid_schema")
-        return data
+        """The body as a JSON object: bounded in size (413) and upload time (408); too deep
+        or not valid Unicode: 400 (see server/connection.py)."""
+        buf = await read_body(request, limit=self.config.max_body_bytes, timeout=self.config.body_timeout)
+        return parse_json_object(buf)
 
     def deadline(self, t0: float) -> float:
         return t0 + self.config.request_timeout
@@ -279,7 +269,8 @@ class ServerState:
             return self.error_response(err, endpoint, label, t0)
         except LeanthinkError as exc:
             return self.error_response(from_leanthink_error(exc), endpoint, label, t0)
-        except ClientGone:
+        except ClientGone as gone:  # not an error of ours: no traceback, no 5xx in the metrics
+            self.metrics.client_disconnects.labels(stage=gone.stage).inc()
             self.record(endpoint, label, 499, t0)
             return Response(status_code=499)
         except Exception as exc:  # a bug: answer 500 with a message, log the traceback
@@ -300,7 +291,7 @@ class ServerState:
     async def run_job(self, plan: Plan, backend, request: Request, t0: float) -> Response:
         await self._admit(request, t0)
         loop = asyncio.get_running_loop()
-        job = Job(plan, backend, self.metrics, loop, streaming=plan.stream)
+        job = Job(plan, backend, self.metrics, loop, streaming=plan.stream, models=self.extras)
         self.jobs.add(job)
 
         def _done(_f) -> None:  # runs in the worker thread when the job is really over
@@ -316,7 +307,15 @@ class ServerState:
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())  # errors are reported, not "never retrieved"
         if plan.stream:
             return await self.stream_job(plan, job, fut, request, t0)
-        outs = await self.race(fut, request, self.deadline(t0), job=job)
+        try:
+            outs = await self.race(fut, request, self.deadline(t0), job=job)
+        except ApiError as err:
+            if err.status in (503, 504):
+                # The worker was cancelled; it stops within a fraction of a second, even in a
+                # stalled upstream read. Wait for that, so that the slot is free when the
+                # client sees the error (and may retry at once).
+                await asyncio.wait({fut}, timeout=1.0)
+            raise
         if outs is None:  # cancelled in the worker without us asking: only shutdown does that
             raise ApiError(503, "the request was cancelled (server shutting down)", code="cancelled")
         self._observe_ttft(job, t0)
@@ -337,7 +336,12 @@ class ServerState:
         # Wait for the first event before sending headers, so that early failures (upstream
         # down, bad backend) still get a proper HTTP status.
         getter = asyncio.ensure_future(job.queue.get())
-        first = await self.race(getter, request, self.deadline(t0), job=job, cancel_fut=True)
+        try:
+            first = await self.race(getter, request, self.deadline(t0), job=job, cancel_fut=True)
+        except ApiError as err:
+            if err.status in (503, 504):  # as in run_job: answer once the slot is free
+                await asyncio.wait({fut}, timeout=1.0)
+            raise
         if first[0] == "error":
             await asyncio.wait({fut})  # the worker is done; re-raise its error
             exc = first[1]
@@ -419,6 +423,8 @@ class ServerState:
         except (asyncio.CancelledError, GeneratorExit):
             status = 499
             job.cancel("shutdown" if self.shutting_down() else "disconnect")
+            if not self.shutting_down():
+                self.metrics.client_disconnects.labels(stage="streaming").inc()
             raise
         finally:
             if getter is not None and not getter.done():
@@ -469,19 +475,43 @@ class ServerState:
                 self.slots.release()
 
     async def _relay_events(self, plan: Plan, resp, t0: float, release):
+        """Relay the upstream's events until it ends, the request's deadline passes (504) or
+        shutdown (503). The next event is awaited in slices, so a stalled or trickling
+        upstream is cut on time; cancelling the pending read closes the upstream stream."""
         counter = [0]
         status: int | str = 200
+        upstream = self.relay.iter_stream(resp, counter)
+        nxt: asyncio.Future | None = None
         try:
-            async for data in self.relay.iter_stream(resp, counter):
-                yield data
-                if self.must_stop():
-                    status = 503
-                    for b in ChunkWriter.error(ApiError(503, "the server is shutting down", code="shutting_down").body()):
+            while True:
+                if nxt is None:
+                    nxt = asyncio.ensure_future(upstream.__anext__())
+                left = self.deadline(t0) - time.perf_counter()
+                done, _ = await asyncio.wait({nxt}, timeout=max(0.0, min(left, 0.5)))
+                if done:
+                    try:
+                        data = nxt.result()
+                    except StopAsyncIteration:
+                        return
+                    nxt = None
+                    yield data
+                err = None
+                if self.deadline(t0) - time.perf_counter() <= 0:
+                    err = ApiError(504, f"the request did not finish within {self.config.request_timeout:g}s",
+                                   code="timeout")
+                elif self.must_stop():
+                    err = ApiError(503, "the server is shutting down", code="shutting_down")
+                if err is not None:
+                    status = err.status
+                    self.metrics.errors.labels(type=err.type, status=str(err.status)).inc()
+                    for b in ChunkWriter.error(err.body()):
                         yield b
                     return
         except (asyncio.CancelledError, GeneratorExit):
             status = 499
             self.metrics.cancelled.labels(reason="shutdown" if self.shutting_down() else "disconnect").inc()
+            if not self.shutting_down():
+                self.metrics.client_disconnects.labels(stage="streaming").inc()
             raise
         finally:
             events = max(0, counter[0] - 2)  # minus the role chunk and [DONE], roughly
@@ -489,13 +519,17 @@ class ServerState:
                 self.metrics.generated.labels(method=PASSTHROUGH).inc(events)
             self.record(plan.endpoint, PASSTHROUGH, status, t0)
             release()
+            if nxt is not None and not nxt.done():
+                nxt.cancel()  # the pending read ends; iter_stream's finally closes the upstream response
+            else:  # (awaits last: a cancelled task may be interrupted again here)
+                await upstream.aclose()
 
     # -- small endpoints -----------------------------------------------------------------
     def models_body(self) -> dict[str, Any]:
         from ..methods import REGISTRY, ensure_loaded
 
         ensure_loaded()
-        base = self.backend.model_id if self.backend is not None else self.config.model
+        base = redact(self.backend.model_id if self.backend is not None else self.config.model)
         ids = [base] + ([self.config.served_model_name] if self.config.served_model_name else [])
         ids += [f"{m}/{base}" for m in sorted(REGISTRY)] + [f"{PASSTHROUGH}/{base}"]
         return {"object": "list",
@@ -504,10 +538,7 @@ class ServerState:
 
 def create_app(config: ServerConfig | None = None, backend=None) -> FastAPI:
     """Build the proxy app. `backend` (optional) is used instead of loading `config.model`."""
-    from .worker import install_backend_hook
-
     config = config or ServerConfig()
-    install_backend_hook()
     state = ServerState(config, backend)
     app = FastAPI(title="leanthink", version="0.1.0", lifespan=state.lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
@@ -541,10 +572,20 @@ def create_app(config: ServerConfig | None = None, backend=None) -> FastAPI:
 
     @app.get("/health")
     async def health():
+        # Open to anyone: a model name, no paths, URLs or error texts. "degraded" = loaded, but
+        # the upstream does not answer now (checked at most every few seconds, see Relay.check).
+        model = public_model_name(state.backend.model_id if state.backend is not None else config.model)
         if state.backend is None:
-            return JSONResponse({"status": "unavailable", "error": state.load_error or "loading"}, status_code=503)
-        return JSONResponse({"status": "ok", "model": state.backend.model_id, "backend": state.backend.name,
-                             "running": state.slots.running, "queued": len(state.slots.waiters)})
+            return JSONResponse({"status": "unavailable", "model": model, "error": "upstream not reachable yet" if state.load_error else "loading"},
+                                status_code=503)
+        body = {"status": "ok", "model": model, "backend": state.backend.name,
+                "running": state.slots.running, "queued": len(state.slots.waiters)}
+        if state.relay is not None:
+            up, detail = await state.relay.check()
+            body["upstream"] = detail
+            if not up:
+                return JSONResponse(body | {"status": "degraded"}, status_code=503)
+        return JSONResponse(body)
 
     @app.get("/metrics")
     async def metrics():

@@ -33,6 +33,10 @@ class Metrics:
         self.errors = Counter("leanthink_errors", "Error responses by type and status.", ["type", "status"], registry=r)
         self.cancelled = Counter("leanthink_cancelled", "Generations cancelled in the worker (disconnect, timeout, "
                                  "shutdown).", ["reason"], registry=r)
+        self.client_disconnects = Counter(
+            "leanthink_client_disconnects", "Clients that went away before their answer was complete (HTTP status 499 "
+            "in leanthink_requests_total; not an error of the server), by stage: upload (mid-body), waiting (queued or "
+            "generating a non-streamed answer), streaming.", ["stage"], registry=r)
         self.saved = Counter("leanthink_tokens_saved_estimate", "Estimated tokens saved vs the `think` baseline: for "
                              "each non-baseline request, max(0, baseline mean - tokens spent), where the baseline "
                              "mean is learned from the `think` requests this server has answered (none counted "

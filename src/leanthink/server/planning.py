@@ -7,7 +7,12 @@ Method selection, first match wins:
    themselves contain `/`, so an exact served name is never split);
 3. `reasoning_effort` (low/medium/high..., mapped by the server config);
 4. the server's default method (`think`).
-Other keys of the `leanthink` object are parameters of the (last) method.
+`leanthink.answer_format` (`natural`, the server's default unless `--answer-format boxed`,
+or `boxed`) chooses what `content` holds: the model's own final answer as text, or the
+grading form (`\\boxed{40}`). Other keys of the `leanthink` object are parameters of the
+(last) method. Parameters that name another model or a probe (`small_model`, `probe`) must
+be names the operator registered (`--extra-model`, `--probe`): anything else is a 400 that
+neither echoes the value nor looks it up anywhere (no file, no network).
 
 `max_completion_tokens`/`max_tokens` is a hard cap on the tokens the engine generates for a
 choice (thinking, answer and probes together): the method's thinking budget is lowered to
@@ -23,11 +28,13 @@ from ..errors import ConfigError
 from ..methods import Method, get_method
 from ..methods.base import Composed, with_params
 from ..methods.engine import FORCED_ANSWER_TOKENS
-from .config import PASSTHROUGH, ServerConfig
+from .config import PASSTHROUGH, ServerConfig, check_resources
 from .protocol import ApiError, ChatRequest, CompletionRequest, from_leanthink_error
 
 #: Room kept for the (forced) answer when the cap lowers a thinking budget.
 ANSWER_RESERVE = FORCED_ANSWER_TOKENS + 8
+#: The same in the natural form, where the model writes a sentence, not just `\boxed{N}`.
+NATURAL_ANSWER_RESERVE = 96
 
 
 @dataclass
@@ -57,6 +64,8 @@ class Plan:
     include_usage: bool = False
     body: dict[str, Any] = field(default_factory=dict)
     """The raw request body (pass-through relays it)."""
+    answer_format: str = "natural"
+    """`natural`: `content` is the model's final answer as text; `boxed`: the grading form."""
 
     @property
     def passthrough(self) -> bool:
@@ -73,7 +82,7 @@ class Plan:
 
 
 def served_names(config: ServerConfig, backend) -> set[str]:
-    from ..models import PRESETS, parse_model_string
+    from ..models import PRESETS, parse_model_string, redact
 
     names = {config.model, getattr(backend, "model_id", "") or ""}
     if config.served_model_name:
@@ -88,7 +97,7 @@ def served_names(config: ServerConfig, backend) -> set[str]:
             names.add(spec.served_name)
     except ConfigError:
         pass
-    return {n for n in names if n}
+    return {n for n in names if n and redact(n) == n}  # a name that carries a secret is no name to list
 
 
 def _try_method(spec: str) -> bool:
@@ -163,13 +172,14 @@ def messages_to_question(messages: list) -> tuple[str, str, list[dict[str, str]]
     return question, "\n\n".join(s for s in system if s.strip()), plain
 
 
-def apply_cap(method: Method, cap: int) -> Method:
-    """Lower the method's thinking budget / answer caps so its plan fits in `cap` tokens."""
+def apply_cap(method: Method, cap: int, reserve: int = ANSWER_RESERVE) -> Method:
+    """Lower the method's thinking budget / answer caps so its plan fits in `cap` tokens,
+    keeping `reserve` tokens (at most half the cap) for the answer."""
     target = method.second if isinstance(method, Composed) else method
     fields = type(target).Params.model_fields
     changes: dict[str, Any] = {}
     bp = type(target).budget_param
-    thinking_cap = max(1, cap - min(ANSWER_RESERVE, cap // 2))
+    thinking_cap = max(1, cap - min(reserve, cap // 2))
     if bp and bp in fields and getattr(target.params, bp) > thinking_cap:
         changes[bp] = thinking_cap
     for name in ("max_answer", "max_solution"):
@@ -183,6 +193,16 @@ def apply_cap(method: Method, cap: int) -> Method:
         raise ApiError(400, f"{exc} (caps lowered to {changes} to fit the token limit {cap})",
                        param="max_completion_tokens", code="invalid_parameter") from None
     return Composed(method.first, new) if isinstance(method, Composed) else new
+
+
+def check_registered(method: Method, config: ServerConfig) -> None:
+    """400 unless every model/probe the method names was registered by the operator."""
+    for r in method.resources():
+        try:
+            check_resources([r], config)
+        except ConfigError as exc:
+            raise ApiError(400, str(exc), param=f"leanthink.{r.param}",
+                           code="unknown_extra_model" if r.kind == "model" else "unknown_probe") from None
 
 
 def _method_label(m: Method | None) -> str:
@@ -232,6 +252,10 @@ def build_plan(req: ChatRequest | CompletionRequest, config: ServerConfig, backe
         spec, source = config.reasoning_effort[effort], "reasoning_effort"
     else:
         spec = config.default_method
+    answer_format = body_opts.pop("answer_format", config.answer_format)
+    if answer_format not in ("natural", "boxed"):
+        raise ApiError(400, f"leanthink.answer_format must be 'natural' or 'boxed', got {str(answer_format)[:40]!r}",
+                       param="leanthink.answer_format", code="invalid_value")
     params = body_opts.pop("params", None) or {}
     if not isinstance(params, dict):
         raise ApiError(400, "leanthink.params must be an object", param="leanthink.params")
@@ -252,6 +276,7 @@ def build_plan(req: ChatRequest | CompletionRequest, config: ServerConfig, backe
                 param = "leanthink"
             raise ApiError(400, str(exc), param=param,
                            code="unknown_method" if "unknown method" in str(exc) else "invalid_parameter") from None
+        check_registered(method, config)
         try:
             method.check(backend)
         except Exception as exc:  # CapabilityError: the backend cannot run this method
@@ -283,14 +308,14 @@ def build_plan(req: ChatRequest | CompletionRequest, config: ServerConfig, backe
     if req.logprobs and not (isinstance(req.logprobs, int) and not isinstance(req.logprobs, bool) and req.logprobs == 0):
         raise ApiError(400, "logprobs are not supported by leanthink serve", param="logprobs", code="unsupported_parameter")
     if method is not None:
-        method = apply_cap(method, cap)
+        method = apply_cap(method, cap, NATURAL_ANSWER_RESERVE if answer_format == "natural" else ANSWER_RESERVE)
 
     plan = Plan(
         endpoint=endpoint, model_name=req.model, method=method, method_label=_method_label(method),
         method_spec=method.spec if method is not None else PASSTHROUGH, source=source, cap=cap, n=n,
         seed=0 if req.seed is None else int(req.seed), temperature=temperature, top_p=top_p, stop=stop,
         stream=bool(req.stream), include_usage=bool(req.stream_options and req.stream_options.include_usage),
-        body=dict(raw) if raw is not None else req.model_dump(exclude_none=True),
+        body=dict(raw) if raw is not None else req.model_dump(exclude_none=True), answer_format=answer_format,
     )
     if isinstance(req, ChatRequest):
         plan.question, plan.system, plan.messages = messages_to_question(req.messages)

@@ -40,7 +40,12 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        """The wire form. Messages can quote model strings or upstream answers, so secrets
+        (`api_key=...`, `user:pass@`, known keys) are masked here, for every error we send."""
+        from ..models import redact
+
+        return {"error": {"message": redact(self.message), "type": self.type, "param": redact(self.param),
+                          "code": self.code}}
 
 
 def from_leanthink_error(exc: Exception, param: str | None = None) -> ApiError:

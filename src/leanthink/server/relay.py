@@ -1,20 +1,54 @@
 """Pass-through to an OpenAI-compatible upstream: the request body is relayed (model name
 replaced by the upstream's, token cap enforced) with an async HTTP client, without a worker
-thread, so the proxy adds as little latency as possible. Retries happen only before the
-upstream answered (connection refused, 5xx); a closed client connection closes the
-upstream one, which stops generation there."""
+thread, so the proxy adds as little latency as possible. A closed client connection closes
+the upstream one, which stops generation there.
+
+Errors: only what a second try can fix is retried (no connection, 502/503/504). Any other
+upstream error (a 400 for a bad field, a 500 from its handler, a 429) reaches the client
+once, with the upstream's status and error fields (redacted; an upstream 401/403 is about
+the operator's key, not the client's, so it becomes a 502). A stream that fails or ends
+without `data: [DONE]` gets an error event (if it failed) and `data: [DONE]`, like method
+streams, so clients stop waiting.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any, AsyncIterator
 
 import httpx
 
-from .protocol import ApiError
+from ..backends.openai_http import RETRY_STATUS
+from .protocol import SSE_DONE, ApiError, sse
 
 _CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+_ERROR_BODY_LIMIT = 64 * 1024
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
+HEALTH_TTL_S = 5.0
+"""An upstream check is reused this long: `/health` is open, so clients cannot turn it into
+a flood of upstream requests."""
+HEALTH_TIMEOUT_S = 2.0
+
+
+def _error_fields(data: bytes) -> tuple[str, str | None, str | None, Any]:
+    """(message, type, param, code) from an upstream error body, whatever its shape."""
+    text = data[:_ERROR_BODY_LIMIT].decode(errors="replace")
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text.strip()[:1000] or "(empty body)", None, None, None
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(err, dict):
+        typ, param, code = err.get("type"), err.get("param"), err.get("code")
+        return (str(err.get("message") or json.dumps(err)[:1000]), typ if isinstance(typ, str) else None,
+                param if isinstance(param, str) else None, code if isinstance(code, (str, int)) else None)
+    if isinstance(err, str):
+        return err[:1000], None, None, None
+    if isinstance(obj, dict) and "detail" in obj:  # FastAPI-style validation errors
+        return json.dumps(obj["detail"])[:1000], None, None, None
+    return text.strip()[:1000], None, None, None
 
 
 class Relay:
@@ -22,6 +56,9 @@ class Relay:
         self.base_url = backend.base_url
         self.served = backend.served_model
         self.max_retries = getattr(backend, "max_retries", 2)
+        self.shown_url = getattr(backend, "shown_url", self.base_url)
+        self._health: tuple[float, bool, str] | None = None
+        self._health_lock = asyncio.Lock()
         auth = backend.http.headers.get("Authorization")
         self.client = httpx.AsyncClient(
             headers={"Authorization": auth} if auth else {},
@@ -52,30 +89,63 @@ class Relay:
                 if isinstance(exc, httpx.ConnectTimeout) and attempt < self.max_retries:
                     last = exc
                     continue
-                raise ApiError(504, f"the upstream server at {self.base_url} timed out: {exc!r}", code="upstream_timeout") from None
-            except _CONNECT_ERRORS as exc:
+                raise ApiError(504, f"the upstream server at {self.shown_url} timed out: {exc!r}", code="upstream_timeout") from None
+            except _CONNECT_ERRORS as exc:  # nothing was answered: safe to try again
                 last = exc
                 continue
             except httpx.HTTPError as exc:
-                raise ApiError(502, f"upstream request to {self.base_url} failed: {exc!r}", code="upstream_unavailable") from None
-            if resp.status_code >= 500:
-                text = (await resp.aread()).decode(errors="replace")[:300]
+                raise ApiError(502, f"upstream request to {self.shown_url} failed: {exc!r}", code="upstream_unavailable") from None
+            if resp.status_code in RETRY_STATUS and attempt < self.max_retries:
+                await resp.aread()
                 await resp.aclose()
-                last = RuntimeError(f"answered {resp.status_code}: {text}")
                 continue
             if resp.status_code >= 400:
-                data = await resp.aread()
-                await resp.aclose()
-                try:
-                    err = json.loads(data)
-                    msg = err.get("error", {}).get("message") if isinstance(err.get("error"), dict) else None
-                except ValueError:
-                    msg = None
-                raise ApiError(resp.status_code, f"upstream refused the request: {msg or data[:300].decode(errors='replace')}",
-                               code="upstream_error", type="invalid_request_error" if resp.status_code < 500 else None)
+                raise await self._upstream_error(resp)
             return resp
-        raise ApiError(502, f"cannot reach the upstream server at {self.base_url} after {self.max_retries + 1} "
-                            f"attempt(s): {last}", code="upstream_unavailable")
+        raise ApiError(502, f"cannot reach the upstream server at {self.shown_url} after {self.max_retries + 1} "
+                            f"attempt(s): {last!r}", code="upstream_unavailable")
+
+    @staticmethod
+    async def _upstream_error(resp: httpx.Response) -> ApiError:
+        """The upstream's own error, status and fields kept (ApiError.body redacts the text)."""
+        try:
+            data = b""
+            async for chunk in resp.aiter_bytes():
+                data += chunk
+                if len(data) > _ERROR_BODY_LIMIT:
+                    break
+        except httpx.HTTPError:
+            pass
+        finally:
+            await resp.aclose()
+        message, typ, param, code = _error_fields(data)
+        status = resp.status_code
+        headers = {"X-Upstream-Status": str(status)}
+        if resp.headers.get("retry-after") and status in (429, 503):
+            headers["Retry-After"] = resp.headers["retry-after"]
+        if status in (401, 403):
+            return ApiError(502, f"the upstream server refused the proxy's credentials ({status}): {message}",
+                            code="upstream_auth", type="upstream_error", headers=headers)
+        return ApiError(status, message, param=param, code=code if code is not None else "upstream_error",
+                        type=typ, headers=headers)
+
+    async def check(self) -> tuple[bool, str]:
+        """Is the upstream answering? GET /models with a short timeout, reused for
+        HEALTH_TTL_S, one check at a time however many `/health` requests arrive."""
+        async with self._health_lock:
+            cached = self._health
+            if cached is not None and time.monotonic() - cached[0] < HEALTH_TTL_S:
+                return cached[1], cached[2]
+            try:
+                r = await self.client.get(self.base_url + "/models", timeout=HEALTH_TIMEOUT_S)
+                ok, detail = r.status_code < 400, ("ok" if r.status_code < 400 else f"upstream answered {r.status_code}")
+                await r.aclose()
+            except httpx.TimeoutException:
+                ok, detail = False, "upstream timed out"
+            except httpx.HTTPError:
+                ok, detail = False, "upstream unreachable"
+            self._health = (time.monotonic(), ok, detail)
+            return ok, detail
 
     async def complete(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         resp = await self._send(path, body, stream=False)
@@ -89,15 +159,29 @@ class Relay:
 
     @staticmethod
     async def iter_stream(resp: httpx.Response, counter: list[int]) -> AsyncIterator[bytes]:
-        """Relay the upstream's SSE bytes as they come; count data events (≈ tokens) for metrics."""
+        """Relay the upstream's SSE events as they come (whole events only, so a failure never
+        leaves half an event); count data events (≈ tokens) for metrics. The stream always
+        ends with `data: [DONE]`: after an error event if the upstream failed, or added if
+        the upstream closed without one."""
+        buf = b""
+        saw_done = False
         try:
             async for data in resp.aiter_raw():
-                counter[0] += data.count(b"data:")
-                yield data
+                buf += data
+                cut = max((i + len(sep) for sep in _EVENT_ENDS if (i := buf.rfind(sep)) >= 0), default=0)
+                if cut:
+                    events, buf = buf[:cut], buf[cut:]
+                    counter[0] += events.count(b"data:")
+                    saw_done = saw_done or b"data: [DONE]" in events or b"data:[DONE]" in events
+                    yield events
+            if buf.strip():  # the upstream closed mid-event: pass on what it sent, terminated
+                counter[0] += buf.count(b"data:")
+                saw_done = saw_done or b"[DONE]" in buf
+                yield buf + b"\n\n"
         except httpx.HTTPError as exc:
-            from .protocol import sse
-
-            yield sse({"error": {"message": f"the upstream stream failed: {exc!r}", "type": "upstream_error",
+            yield sse({"error": {"message": f"the upstream stream failed: {type(exc).__name__}", "type": "upstream_error",
                                  "param": None, "code": "upstream_unavailable"}})
         finally:
             await resp.aclose()
+        if not saw_done:
+            yield SSE_DONE

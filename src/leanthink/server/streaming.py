@@ -1,12 +1,17 @@
 """Response bodies and SSE chunks for chat and legacy completions.
 
 Reasoning goes to `reasoning_content`, the answer to `content` (chat) or `text`
-(completions), the way vLLM and DeepSeek serve reasoning models. Token usage:
-* `completion_tokens`: tokens the engine generated for the request (reasoning, answer and
+(completions), the way vLLM and DeepSeek serve reasoning models. In the natural answer
+format (the default) `content` is the model's final answer as text (`Result.content`);
+in the boxed format, the grading form as the method produced it. Token usage:
+* `total_tokens` = `prompt_tokens` + `completion_tokens`, OpenAI's meaning;
+  `completion_tokens`: tokens the engine generated for the request (reasoning, answer and
   hidden work such as early-exit probes). This is what `max_completion_tokens` caps.
 * `completion_tokens_details.reasoning_tokens`: tokens of the reasoning the user sees.
-* `leanthink`: the method's own accounting (forced = injected text, overhead = probes) and
-  its decisions (`trace`), so a client can see why thinking stopped.
+* `leanthink`: the method's own accounting by phase; `method_tokens` = thinking + answer +
+  forced (injected text) + overhead (probes, discarded samples), generated or injected,
+  which is what `leanthink bench` compares (`Result.usage.total`). The prompt is not in it.
+  With the decisions (`trace`), a client can see why thinking stopped.
 """
 
 from __future__ import annotations
@@ -14,9 +19,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..readable import plain, remainder
 from .planning import Plan
 from .protocol import SSE_DONE, sse
 from .worker import ChoiceOutput
+
+
+def shown_content(plan: Plan, o: ChoiceOutput) -> str:
+    """The answer text a client gets: plain text in the natural format, the grading form in
+    the boxed one (and always unchanged for pass-through)."""
+    text = o.result.answer_text
+    return plain(text) if plan.answer_format == "natural" and not plan.passthrough else text
 
 
 def openai_finish(out: ChoiceOutput) -> str:
@@ -39,7 +52,7 @@ def usage_body(plan: Plan, outs: list[ChoiceOutput]) -> dict[str, Any]:
             "answer_tokens": sum(x.answer for x in u),
             "forced_tokens": sum(x.forced for x in u),
             "overhead_tokens": sum(x.overhead for x in u),
-            "total_tokens": sum(x.total for x in u),
+            "method_tokens": sum(x.total for x in u),
         },
     }
 
@@ -99,13 +112,14 @@ def response_body(plan: Plan, outs: list[ChoiceOutput], rid: str, created: int) 
     choices = []
     for o in outs:
         r = o.result
+        content = shown_content(plan, o)
         if plan.endpoint == "chat":
             choices.append({"index": o.index,
-                            "message": {"role": "assistant", "content": r.answer_text,
+                            "message": {"role": "assistant", "content": content,
                                         "reasoning_content": r.reasoning or None},
                             "logprobs": None, "finish_reason": openai_finish(o)})
         else:
-            choices.append({"index": o.index, "text": r.answer_text, "reasoning_content": r.reasoning or None,
+            choices.append({"index": o.index, "text": content, "reasoning_content": r.reasoning or None,
                             "logprobs": None, "finish_reason": openai_finish(o)})
     return {
         "id": rid,
@@ -179,13 +193,7 @@ class ChunkWriter:
         out = self._start(i)
         if r.reasoning and not self.reasoning[i].strip():
             out += self.delta(i, "reasoning", r.reasoning)
-        final, sent = r.answer_text, self.content[i].strip()
-        if not sent:
-            out += self.delta(i, "content", final)
-        elif final.startswith(sent) and len(final) > len(sent):
-            out += self.delta(i, "content", final[len(sent):])
-        # Otherwise the streamed text already holds the answer (content a method discarded,
-        # e.g. an early answer that budget(min_thinking) suppressed, cannot be taken back).
+        out += self.delta(i, "content", remainder(shown_content(self.plan, o), self.content[i]))
         out.append(self._chunk([self._choice(i, finish=openai_finish(o))],
                                leanthink=_choice_ext(o) | {"method": self.plan.method_spec}))
         return out
@@ -195,7 +203,9 @@ class ChunkWriter:
 
     @staticmethod
     def error(body: dict) -> list[bytes]:
-        return [sse(body), SSE_DONE]
+        from ..models import redact_obj
+
+        return [sse(redact_obj(body)), SSE_DONE]
 
     @staticmethod
     def done() -> bytes:

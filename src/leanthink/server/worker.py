@@ -5,9 +5,16 @@ Every request gets its own `CappedBackend`, a thin view of the shared backend th
   probes included), so no request can make the server generate unbounded work;
 * raises `RequestCancelled` inside the worker as soon as the request was cancelled
   (client gone, timeout, shutdown); the method's streams are closed on the way out,
-  which stops the engine (llama.cpp) or closes the upstream connection (HTTP);
+  which stops the engine (llama.cpp) or closes the upstream connection (HTTP). A stalled
+  upstream sends no tokens, so its blocked reads poll the flag too (`abort_when`): the
+  worker and its slot are free within a fraction of a second of the cancel;
 * carries `on_text`, which `Chain.run` calls with reasoning/content deltas as they are
   produced, so the proxy can stream a method's output while the method decides.
+
+Other models a method uses (the extra models the operator registered, e.g. `route`'s
+`small_model`) reach it through the task's loader, `RequestModels`: it resolves names in
+the server's `RegisteredLoader` and wraps each model as a sibling of the request's
+`CappedBackend` (same cap, same cancellation). Nothing is looked up by anything but name.
 """
 
 from __future__ import annotations
@@ -19,8 +26,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator
 
+from ..backends.abortable import abort_when
 from ..backends.base import BaseBackend, Chunk, SamplingParams
+from ..loading import ModelLoader, RegisteredLoader
 from ..methods import PromptStyle, Task
+from ..probe_file import LinearProbe
+from ..readable import AnswerStream
 from ..reasoning import StreamSplitter, family_for
 from ..result import Result, Usage
 from .planning import Plan
@@ -78,10 +89,12 @@ class CappedBackend(BaseBackend):
         return CappedBackend(other, self.cap, self.job, None, self._budget)
 
     def encode(self, text: str) -> list[int]:
-        return self._inner.encode(text)
+        with abort_when(self.job.check):  # may be an HTTP call to a stalled upstream
+            return self._inner.encode(text)
 
     def count_tokens(self, text: str) -> int:
-        return self._inner.count_tokens(text)
+        with abort_when(self.job.check):
+            return self._inner.count_tokens(text)
 
     def render_chat(self, messages, add_generation_prompt: bool = True, **kwargs) -> str:
         return self._inner.render_chat(messages, add_generation_prompt=add_generation_prompt, **kwargs)
@@ -98,12 +111,27 @@ class CappedBackend(BaseBackend):
             return iter([Chunk("", finish_reason="length")])
         if params.max_tokens > remaining:
             params = replace(params, max_tokens=remaining)
-        return self._wrap(self._inner.stream(prompt, params))
+        with abort_when(self.job.check):
+            return self._wrap(self._inner.stream(prompt, params))
+
+    def _next(self, it: Iterator[Chunk]) -> Chunk | None:
+        """The next chunk, or None at the end. A blocked upstream read inside `next` polls the
+        cancel flag (`abort_when`): a stalled upstream cannot hold the worker past a cancel."""
+        try:
+            with abort_when(self.job.check):
+                return next(it)
+        except StopIteration:
+            return None
+        except Exception:
+            if self.job.cancel_reason is not None:  # the failure is the abort's side effect
+                raise RequestCancelled(self.job.cancel_reason) from None
+            raise
 
     def _wrap(self, inner: Iterator[Chunk]) -> Iterator[Chunk]:
         b = self._budget
+        it = iter(inner)
         try:
-            for chunk in inner:
+            while (chunk := self._next(it)) is not None:
                 self.job.check()
                 n = chunk.n_tokens
                 with b.lock:
@@ -124,6 +152,21 @@ class CappedBackend(BaseBackend):
                 close()
 
 
+class RequestModels(ModelLoader):
+    """The task's loader inside a request: registered names only, each model capped and
+    cancelled with the request (a sibling of its `CappedBackend`)."""
+
+    def __init__(self, registered: RegisteredLoader, backend: CappedBackend):
+        self.registered = registered
+        self.backend = backend
+
+    def load(self, name: str) -> BaseBackend:
+        return self.backend.sibling(self.registered.load(name))
+
+    def probe(self, name: str) -> LinearProbe:
+        return self.registered.probe(name)
+
+
 @dataclass
 class ChoiceOutput:
     index: int
@@ -138,9 +181,11 @@ class ChoiceOutput:
 class Job:
     """One request's work. `run` executes in a worker thread; the event loop reads `queue`."""
 
-    def __init__(self, plan: Plan, backend: BaseBackend, metrics, loop: asyncio.AbstractEventLoop, streaming: bool):
+    def __init__(self, plan: Plan, backend: BaseBackend, metrics, loop: asyncio.AbstractEventLoop, streaming: bool,
+                 models: RegisteredLoader | None = None):
         self.plan = plan
         self.backend = backend
+        self.models = models if models is not None else RegisteredLoader()  # default: nothing else may load
         self.metrics = metrics
         self.loop = loop
         self.queue: asyncio.Queue | None = asyncio.Queue() if streaming else None
@@ -176,13 +221,19 @@ class Job:
         try:
             for i in range(self.plan.n):
                 live = self.queue is not None and self.plan.live
-                on_text = (lambda ch, t, i=i: self.emit("delta", i, ch, t)) if live else None
+                # What the client reads (natural form): the emulated split and plain answer text
+                # applied to the deltas, as `streaming.shown_content` applies them to the result.
+                fam = family_for(self.backend.model_id, getattr(self.backend, "family_override", None))
+                shaper = AnswerStream(fam.emulated, natural=self.plan.answer_format == "natural" and not self.plan.passthrough)
+                on_text = (lambda ch, t, i=i, sh=shaper: [self.emit("delta", i, c, x) for c, x in sh.feed(ch, t)]) if live else None
                 wb = CappedBackend(self.backend, self.plan.cap, self, on_text)
-                _current.backend = wb
-                try:
-                    res = run_passthrough(self.plan, wb, i) if self.plan.passthrough else run_method(self.plan, wb, i)
-                finally:
-                    _current.backend = None
+                if self.plan.passthrough:
+                    res = run_passthrough(self.plan, wb, i)
+                else:
+                    res = run_method(self.plan, wb, i, RequestModels(self.models, wb))
+                if live:
+                    for c, x in shaper.flush():
+                        self.emit("delta", i, c, x)
                 out = ChoiceOutput(i, res, wb.used, wb.hit_cap, bool(getattr(self.backend, "approximate_counts", False)))
                 self.outputs.append(out)
                 self.metrics.record_result(self.plan.method_label, res)
@@ -201,35 +252,9 @@ class Job:
             self.finished = True
 
 
-_current = threading.local()
-"""The request backend of the worker thread, while a method runs in it."""
-
-
-def install_backend_hook() -> None:
-    """Methods that load a second model (collaboration: `route`, `spec-reason`) call
-    `leanthink.api.get_backend`; inside a request's worker thread the model they get is
-    wrapped with the same request's token cap, cancellation and live token count. Outside
-    a request (startup, other threads) `get_backend` is unchanged. Idempotent."""
-    from .. import api
-
-    if getattr(api.get_backend, "_leanthink_request_scoped", False):
-        return
-    original = api.get_backend
-
-    def get_backend(model: str | None = None, *, quiet: bool = False) -> BaseBackend:
-        backend = original(model, quiet=quiet)
-        current = getattr(_current, "backend", None)
-        if current is None or isinstance(backend, CappedBackend):
-            return backend
-        return current.sibling(backend)
-
-    get_backend._leanthink_request_scoped = True  # type: ignore[attr-defined]
-    get_backend.__doc__ = original.__doc__
-    api.get_backend = get_backend
-
-
-def run_method(plan: Plan, backend: BaseBackend, i: int) -> Result:
-    task = Task.create(plan.question, backend, seed=plan.seed + i, temperature=plan.temperature)
+def run_method(plan: Plan, backend: BaseBackend, i: int, models: ModelLoader) -> Result:
+    task = Task.create(plan.question, backend, seed=plan.seed + i, temperature=plan.temperature, models=models,
+                       answer_format=plan.answer_format)
     if plan.system:
         task = replace(task, style=PromptStyle(system_extra=plan.system))
     return plan.method(task)
