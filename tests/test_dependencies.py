@@ -40,7 +40,7 @@ EXTRAS_BY_PATH = [
     ("data/rg.py", {"eval"}),
     ("data/hf.py", {"eval"}),
     ("probes.py", {"transformers", "probe"}),
-    ("train/", {"train", "transformers"}),
+    ("train/", {"train", "transformers", "llmlingua"}),
     ("latent/", {"train", "transformers"}),
 ]
 
@@ -162,7 +162,8 @@ def test_declared_but_never_imported():
     # Declared for a reason other than an import: chunk packages hold model files; the test extra's
     # tools; llama-cpp-python[server] is the test upstream; torch comes with transformers' backend;
     # gguf and accelerate are used by transformers itself when loading a GGUF / device_map.
-    not_imports = {"torch", "gguf", "accelerate", "pytest", "pytest-timeout", "openai"}
+    # sentencepiece: imported by llama.cpp's GGUF converter, which `leanthink train export` runs.
+    not_imports = {"torch", "gguf", "accelerate", "pytest", "pytest-timeout", "openai", "sentencepiece"}
     unused = []
     for extra, dists in {"core": core, **extras}.items():
         for d in dists:

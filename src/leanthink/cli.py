@@ -1,11 +1,16 @@
-"""`leanthink` command line."""
+"""`leanthink` command line: parses options, calls the library, formats what it returns.
+
+One vocabulary across commands: `--model MODEL`, `--method/-m SPEC` (one method: `solve`)
+and `--methods/-m SPECS` (several: `bench`), `--concurrency N`, `--json`, `--out/-o DIR`,
+`-h/--help`, `--version`. Help shows value placeholders (SPEC, N, DIR), never `<bool>`.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -14,46 +19,93 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .errors import LeanthinkError
+from . import __version__
+from .errors import ConfigError, LeanthinkError
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Make reasoning models spend fewer tokens for the same accuracy.",
     pretty_exceptions_enable=False,
+    context_settings=CONTEXT,
 )
 console = Console()
 err = Console(stderr=True)
 
 
+def _flags_without_types() -> None:
+    """Typer's help prints a type column (`<int>`, `<bool>`); for on/off flags it says nothing
+    a user needs (the flag is the value), so flags show no type. Options name their values
+    with a metavar (N, SPEC, DIR) instead of `<int>`/`<str>`."""
+    from typer.core import TyperArgument, TyperOption
+
+    if getattr(TyperOption.display_type_rich, "_leanthink", False):
+        return
+    original = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else original(self, ctx)
+
+    def no_type(self, ctx):  # an argument's name (QUESTION, DIR) already says what it is
+        return None
+
+    display_type_rich._leanthink = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    TyperArgument.display_type_rich = no_type  # type: ignore[method-assign]
+
+
+_flags_without_types()
+
+
 def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {escape(str(exc))}")
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"leanthink {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """Make reasoning models spend fewer tokens for the same accuracy."""
+
+
+MODEL_HELP = "Preset, .gguf path, HF id or openai:URL#NAME?template=... (see the README's model strings)."
+DEFAULT_MODEL = "qwen2.5-coder-1.5b"  # = leanthink.models.DEFAULT_MODEL (checked by a test)
 
 
 @app.command()
 def solve(
-    question: str = typer.Argument(..., help="The question to answer."),
-    method: str = typer.Option("think", "--method", "-m", help="Method spec, e.g. think, direct, budget(max_thinking=256), chain-of-draft+deer."),
-    model: Optional[str] = typer.Option(None, "--model", help="Preset, .gguf path, HF id or openai:URL#model (default: qwen2.5-coder-1.5b)."),
-    budget: Optional[int] = typer.Option(None, "--budget", "-b", help="Token budget for methods that have one."),
-    seed: int = typer.Option(0, help="Sampling seed."),
-    temperature: float = typer.Option(0.0, help="Sampling temperature (0 = greedy)."),
+    question: str = typer.Argument(..., metavar="QUESTION", help="The question to answer; - reads it from stdin."),
+    method: str = typer.Option("think", "--method", "-m", metavar="SPEC", help="Method spec, e.g. think, direct, budget(max_thinking=256), chain-of-draft+deer."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", metavar="MODEL", help=MODEL_HELP),
+    budget: Optional[int] = typer.Option(None, "--budget", "-b", metavar="N", help="Token budget for methods that have one."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Sampling seed."),
+    temperature: float = typer.Option(0.0, "--temperature", metavar="T", help="Sampling temperature (0 = greedy)."),
+    system: Optional[str] = typer.Option(None, "--system", metavar="TEXT", help="System prompt."),
+    answer_format: str = typer.Option("boxed", "--answer-format", metavar="boxed|natural", help="boxed: the grading form (as bench); natural: when thinking is cut, the model writes its own final answer."),
     as_json: bool = typer.Option(False, "--json", help="Print the Result as JSON."),
     show_reasoning: bool = typer.Option(True, "--reasoning/--no-reasoning", help="Show or hide the reasoning."),
 ):
     """Answer one question and show answer, reasoning and token usage."""
-    from .api import get_backend, resolve_method
-    from .methods import Task
+    from . import api
 
     try:
-        m = resolve_method(method, budget)
+        if question == "-":
+            question = sys.stdin.read()
         if not question.strip():
-            raise LeanthinkError("the question is empty")
-        be = get_backend(model, quiet=as_json)
-        task = Task.create(question, be, seed=seed, temperature=temperature)
-        with err.status(f"[dim]{m.spec} on {be.model_id}…", spinner="dots") if not as_json else _nullctx():
-            res = m(task)
+            raise ConfigError("the question is empty" + (" (nothing on stdin)" if question == "" else ""))
+        m = api.resolve_method(method, budget, budget_name="--budget")
+        be = api.get_backend(model, quiet=as_json)
+        with err.status(f"[dim]{escape(m.spec)} on {escape(be.model_id)}…", spinner="dots") if not as_json else _nullctx():
+            res = api.solve(question, m, backend=be, seed=seed, temperature=temperature, system=system,
+                            answer_format=answer_format)
     except LeanthinkError as exc:
         _fail(exc)
         return
@@ -66,14 +118,12 @@ def solve(
     answer = Text("Answer: ", style="bold")
     answer.append(res.answer if res.answer is not None else "(none found)", style="" if res.answer is not None else "red")
     console.print(answer)
-    if res.answer_text and res.answer_text.strip() != (res.answer or ""):
-        console.print(Text(res.answer_text.strip(), style="dim"))
+    if res.content and res.content != (res.answer or ""):
+        console.print(Text(res.content, style="dim"))
     u = res.usage
-    console.print(
-        f"[dim]{res.method} · {res.model} ({res.backend}) · thinking {u.thinking} · answer {u.answer} · "
-        f"forced {u.forced} · overhead {u.overhead} · total {u.total} tokens · {res.latency_s:.1f}s · "
-        f"finish {res.finish_reason}[/]"
-    )
+    console.print(Text(
+        f"{res.method} · {res.model} ({res.backend}) · thinking {u.thinking} · answer {u.answer} · forced {u.forced} · "
+        f"overhead {u.overhead} · total {u.total} tokens · {res.latency_s:.1f}s · finish {res.finish_reason}", style="dim"))
     for ev in res.trace:
         console.print(Text(f"  trace: {ev.describe()}", style="dim"))
 
@@ -86,14 +136,11 @@ class _nullctx:
         return False
 
 
-@app.command()
-def methods(as_json: bool = typer.Option(False, "--json", help="Machine-readable list.")):
-    """List the registered methods and their parameters."""
-    from .methods import REGISTRY, ensure_loaded
+def _method_rows(names: list[str]) -> list[dict]:
+    from .methods import REGISTRY
 
-    ensure_loaded()
     rows = []
-    for name in sorted(REGISTRY):
+    for name in names:
         cls = REGISTRY[name]
         params = {
             k: {"default": f.default, "description": f.description or "", "type": getattr(f.annotation, "__name__", str(f.annotation))}
@@ -101,19 +148,66 @@ def methods(as_json: bool = typer.Option(False, "--json", help="Machine-readable
         }
         rows.append({"name": name, "kind": cls.kind, "summary": cls.summary, "reference": cls.reference,
                      "needs": sorted(cls.needs), "budget_param": cls.budget_param, "params": params})
+    return rows
+
+
+@app.command()
+def methods(
+    name: Optional[str] = typer.Argument(None, metavar="NAME", help="Show this method only, with every parameter."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """List the registered methods and their parameters (or one method: leanthink methods deer)."""
+    from .methods import REGISTRY, ensure_loaded, get_method
+
+    ensure_loaded()
+    if name is not None:
+        try:
+            m = get_method(name)  # a spec works too: `leanthink methods 'budget(max_thinking=256)'`
+        except LeanthinkError as exc:
+            _fail(exc)
+            return
+        target = getattr(m, "second", m)
+        row = _method_rows([target.name])[0]
+        if as_json:
+            print(json.dumps(row, indent=2, default=str))
+            return
+        _show_method(row)
+        return
+    rows = _method_rows(sorted(REGISTRY))
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
-    t = Table(title="leanthink methods", show_lines=True)
-    t.add_column("method", style="bold")
-    t.add_column("kind")
-    t.add_column("what it does")
-    t.add_column("parameters (default)")
+    t = Table(title="leanthink methods")
+    for col in ("method", "kind", "what it does"):
+        t.add_column(col, style="bold" if col == "method" else None)
     for r in rows:
-        ps = "\n".join(f"{k}={v['default']}  [dim]{v['description']}[/]" for k, v in r["params"].items()) or "-"
-        t.add_row(r["name"], r["kind"], r["summary"] + (f"\n[dim]{r['reference']}[/]" if r["reference"] else ""), ps)
+        t.add_row(r["name"], r["kind"], r["summary"])
     console.print(t)
-    console.print("[dim]Combine a prompt-level method with another: e.g. chain-of-draft+deer. Set parameters: budget(max_thinking=256).[/]")
+    console.print("[dim]Parameters and defaults of one method: leanthink methods NAME. Combine a prompt-level method "
+                  "with another: chain-of-draft+deer. Set parameters: budget(max_thinking=256).[/]")
+
+
+def _show_method(r: dict) -> None:
+    console.print(Text(f"{r['name']} ({r['kind']})", style="bold"))
+    console.print(r["summary"])
+    if r["reference"]:
+        console.print(Text(r["reference"], style="dim"))
+    if r["needs"]:
+        console.print(f"needs: {', '.join(r['needs'])}")
+    if r["budget_param"]:
+        console.print(f"--budget N sets {r['budget_param']}")
+    if not r["params"]:
+        console.print("parameters: none")
+        return
+    t = Table(show_lines=False)
+    for col in ("parameter", "default", "type", "description"):
+        t.add_column(col)
+    for k, v in r["params"].items():
+        t.add_row(k, escape(repr(v["default"]) if isinstance(v["default"], str) else str(v["default"])), v["type"],
+                  escape(v["description"]))
+    console.print(t)
+    first = next(iter(r["params"]))
+    console.print(Text(f"e.g. {r['name']}({first}={r['params'][first]['default']!s})", style="dim"))
 
 
 @app.command()
@@ -135,40 +229,46 @@ def models():
             _chunk_paths(p)
             ok = "[green]yes[/]"
         except LeanthinkError:
-            ok = f"[red]no[/] ({escape(_install_hint(p))})"
+            ok = f"[red]no[/]: {escape(_install_hint(p))}"
         t.add_row(p.name, ", ".join(p.aliases), p.description, ok)
     console.print(t)
-    console.print(f"[dim]Cache: {cache_dir()}. Other models: a .gguf path, a Hugging Face id/dir, openai:BASE_URL#MODEL, vllm:ID.[/]")
+    console.print(f"[dim]Cache: {escape(str(cache_dir()))}. Other models: a .gguf path, a Hugging Face id/dir, openai:BASE_URL#MODEL, vllm:ID.[/]")
 
 
+# -- bench -------------------------------------------------------------------------------------------
 @app.command()
 def bench(
-    model: Optional[str] = typer.Option(None, "--model", help="Model string (default: qwen2.5-coder-1.5b)."),
-    dataset: str = typer.Option("builtin", "--dataset", "-d", help="gsm8k, math500, aime24, rg:TASK, jsonl:PATH?..., hf:ID (see `leanthink datasets`)."),
-    methods_: str = typer.Option("think,direct", "--methods", help="Comma-separated method specs."),
-    limit: Optional[int] = typer.Option(None, help="Use only the first N items."),
-    seed: int = typer.Option(0, help="Seed for sampling methods and generated datasets."),
-    temperature: float = typer.Option(0.0, help="Sampling temperature for single-chain methods (0 = greedy)."),
-    concurrency: int = typer.Option(1, help="Items in flight at once (useful with HTTP backends)."),
-    out: str = typer.Option("runs/bench", "--out", "-o", help="Results directory (resumable: rerun to continue)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", metavar="MODEL", help=MODEL_HELP),
+    dataset: str = typer.Option("builtin", "--dataset", "-d", metavar="DATASET", help="gsm8k, math500, aime24, rg:TASK, jsonl:PATH?..., hf:ID (see `leanthink datasets`)."),
+    methods_: str = typer.Option("think,direct", "--methods", "-m", metavar="SPECS", help="Comma-separated method specs."),
+    method_alias: Optional[str] = typer.Option(None, "--method", hidden=True),
+    limit: Optional[int] = typer.Option(None, "--limit", metavar="N", help="Use only the first N items."),
+    seed: int = typer.Option(0, "--seed", metavar="N", help="Seed for sampling methods and generated datasets."),
+    temperature: float = typer.Option(0.0, "--temperature", metavar="T", help="Sampling temperature for single-chain methods (0 = greedy)."),
+    concurrency: int = typer.Option(1, "--concurrency", metavar="N", help="Items in flight at once (useful with HTTP backends)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", metavar="DIR", help="Results directory, resumable: rerun to continue. Default: runs/DATASET-MODEL."),
     oracle: bool = typer.Option(True, "--oracle/--no-oracle", help="Run the oracle early-exit analysis on `think` chains."),
-    oracle_max_probes: int = typer.Option(40, "--oracle-max-probes", min=2, help="At most this many cut points probed per chain (spread evenly)."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Directory with gsm8k_dev.jsonl etc. (or LEANTHINK_DATA_DIR)."),
+    oracle_max_probes: int = typer.Option(40, "--oracle-max-probes", metavar="N", min=2, help="At most this many cut points probed per chain (spread evenly)."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", metavar="DIR", help="Directory with gsm8k_dev.jsonl etc. (or LEANTHINK_DATA_DIR)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip malformed dataset lines (counted in the report) instead of failing."),
     report_: bool = typer.Option(True, "--report/--no-report", help="Write the report when done."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: run every N-th item starting at I, so N processes (or machines) can share one --out."),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="Run every N-th item starting at I, so N processes (or machines) can share one --out."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty --out that holds no leanthink results (its report files may be replaced)."),
     generation_cache: bool = typer.Option(False, "--generation-cache/--no-generation-cache", help="Replay chains already generated with the same prompt and seed (stored in OUT/generations.sqlite): sampling methods share sc's samples, as a paired comparison. Tokens are still counted in full; latency adds the recorded engine time of replayed chains."),
 ):
     """Run methods on a dataset; store every item; report accuracy vs tokens."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from .eval.runner import BenchConfig, command_line, run_bench
+    from .eval.runner import BenchConfig, command_line, default_out, run_bench
 
+    if method_alias is not None:
+        methods_ = method_alias  # `--method` (singular, as `solve` spells it) means the same
+    out = out or default_out(dataset, model, seed, temperature)
     specs = [m.strip() for m in _split_methods(methods_) if m.strip()]
-    cfg = BenchConfig(model=model or "qwen2.5-coder-1.5b", dataset=dataset, methods=specs, out=out, limit=limit,
+    cfg = BenchConfig(model=model, dataset=dataset, methods=specs, out=out, limit=limit,
                       seed=seed, temperature=temperature, concurrency=concurrency, oracle=oracle,
                       oracle_max_probes=oracle_max_probes, shard=shard, generation_cache=generation_cache,
-                      data_dir=data_dir, skip_bad=skip_bad, command=command_line())
+                      data_dir=data_dir, skip_bad=skip_bad, command=command_line(), force=force)
     if limit is not None and limit <= 0:
         _fail(LeanthinkError(f"--limit must be a positive integer, got {limit}"))
     progress = Progress(
@@ -182,7 +282,7 @@ def bench(
 
     def on_progress(st: dict) -> None:
         if plain:
-            _plain_progress(st, t_start)
+            _plain_progress(st, t_start, out)
             return
         if "oracle_total" in st:
             if "oracle" not in tasks:
@@ -192,9 +292,8 @@ def bench(
         if "items" not in tasks:
             tasks["items"] = progress.add_task("bench", total=st["total"], completed=st["done"], stats="")
             if st["done"]:
-                err.print(f"[dim]resuming: {st['done']} of {st['total']} (method, item) pairs already stored in {out}[/]")
-        acc = f"acc {st['correct'] / st['new']:.1%}" if st["new"] else "acc –"
-        progress.update(tasks["items"], completed=st["done"], stats=f"{acc} · {st['tokens']:,} tok (this run)")
+                err.print(f"[dim]resuming: {st['done']} of {st['total']} (method, item) pairs already stored in {escape(out)}[/]")
+        progress.update(tasks["items"], completed=st["done"], stats=escape(progress_stats(st)))
 
     try:
         with progress:
@@ -203,30 +302,47 @@ def bench(
         _fail(exc)
         return
     except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted[/]: finished items are saved in {out}; rerun the same command to continue.")
+        err.print(f"[yellow]interrupted[/]: finished items are saved in {escape(out)}; rerun the same command to continue.")
         raise typer.Exit(130)
     ds = store.get_meta("dataset", {})
     if ds.get("skipped"):
         err.print(f"[yellow]skipped {len(ds['skipped'])} malformed dataset line(s)[/] (listed in the report)")
     if report_:
-        _print_report(out)
+        _print_report(out, force=force)
 
 
-def _plain_progress(st: dict, t_start: float) -> None:
+def progress_stats(st: dict, max_methods: int = 4) -> str:
+    """Accuracy per method over every stored pair of this bench (earlier runs included, so
+    after a resume the numbers are the true ones), and this run's tokens. With many methods,
+    the overall accuracy and the method that just finished an item."""
+    tallies = {m: (c, n) for m, (c, n) in (st.get("by_method") or {}).items() if n}
+    if len(tallies) <= max_methods:
+        parts = [f"{m} {c / n:.0%} ({n})" for m, (c, n) in tallies.items()]
+    else:
+        c_all, n_all = sum(c for c, _ in tallies.values()), sum(n for _, n in tallies.values())
+        parts = [f"all methods {c_all / n_all:.0%} ({n_all})"]
+        last = (st.get("last") or {}).get("method")
+        if last in tallies:
+            c, n = tallies[last]
+            parts.append(f"{last} {c / n:.0%} ({n})")
+    return " · ".join(parts or ["acc –"]) + f" · {st['tokens']:,} tok (this run)"
+
+
+def _plain_progress(st: dict, t_start: float, out: str = "") -> None:
     if "oracle_total" in st:
         n, total = st["oracle_done"], st["oracle_total"]
         if n == total or n % 10 == 0:
             err.print(f"oracle probes {n}/{total} · {time.time() - t_start:.0f}s", highlight=False)
         return
     if st.get("last") is None:
-        if st["done"]:
-            err.print(f"resuming: {st['done']} of {st['total']} (method, item) pairs already stored", highlight=False)
+        err.print(f"results: {out}" + (f" (resuming: {st['done']} of {st['total']} (method, item) pairs already stored)"
+                                       if st["done"] else ""), highlight=False, markup=False)
         return
     if st["new"] % 10 == 0 or st["done"] == st["total"]:
         rate = (time.time() - t_start) / max(st["new"], 1)
         eta = rate * (st["total"] - st["done"])
-        err.print(f"bench {st['done']}/{st['total']} · acc {st['correct'] / st['new']:.1%} · {st['tokens']:,} tok "
-                  f"(this run) · {time.time() - t_start:.0f}s · ETA {eta:.0f}s", highlight=False)
+        err.print(f"bench {st['done']}/{st['total']} · {progress_stats(st)} · {time.time() - t_start:.0f}s · ETA {eta:.0f}s",
+                  highlight=False, markup=False)
 
 
 def _split_methods(s: str) -> list[str]:
@@ -235,15 +351,15 @@ def _split_methods(s: str) -> list[str]:
     return _split_top(s, ",")
 
 
-def _print_report(directory: str, html: Optional[str] = None, baseline: str = "think") -> None:
+def _print_report(directory: str, html: Optional[str] = None, baseline: str = "think", force: bool = False) -> None:
     from .eval.report import build_report
 
-    paths = build_report(directory, html=html, baseline=baseline)
+    paths = build_report(directory, html=html, baseline=baseline, force=force)
     summary = json.loads(paths["summary"].read_text()) if "summary" in paths else None
     if summary:
         _summary_table(summary, title=f"results in {directory}")
     for k, p in paths.items():
-        console.print(f"[dim]{k}: {p}[/]")
+        console.print(Text(f"{k}: {p}", style="dim"))
 
 
 def _fmt_pct(x) -> str:
@@ -259,14 +375,14 @@ def _ratio(x) -> str:
 
 
 def _summary_table(summary: dict, title: str) -> None:
-    t = Table(title=title)
+    t = Table(title=escape(title))
     for col in ("method", "n", "accuracy (95% CI)", "mean tokens", "vs baseline", "vs oracle", "flips -/+", "p50 s"):
         t.add_column(col, justify="right" if col != "method" else "left")
     for m, v in summary["methods"].items():
         vb = v.get("vs_baseline") or {}
         lo, hi = v["accuracy_ci"]
         t.add_row(
-            m + (" *" if m in summary.get("pareto", []) else ""), str(v["n"]),
+            escape(m) + (" *" if m in summary.get("pareto", []) else ""), str(v["n"]),
             f"{_fmt_pct(v['accuracy'])} ({_fmt_pct(lo)}–{_fmt_pct(hi)})", _fmt_num(v["tokens"]["total"]["mean"]),
             _ratio(vb.get("token_ratio")) if vb else "baseline", _ratio(v.get("token_ratio_vs_oracle")),
             f"{vb['right_to_wrong']}/{vb['wrong_to_right']}" if vb else "–", _fmt_num(v["latency_s"]["p50"], 1),
@@ -284,52 +400,37 @@ def _summary_table(summary: dict, title: str) -> None:
 
 @app.command()
 def report(
-    directory: str = typer.Argument(..., help="A `leanthink bench --out` directory."),
-    html: Optional[str] = typer.Option(None, "--html", help="Where to write the HTML report (default: DIR/report.html)."),
-    baseline: str = typer.Option("think", "--baseline", help="Method the others are compared with (token ratio, flips, McNemar), e.g. 'sc(k=8)'."),
+    directory: str = typer.Argument(..., metavar="DIR", help="A `leanthink bench --out` directory."),
+    html: Optional[str] = typer.Option(None, "--html", metavar="PATH", help="Where to write the HTML report (default: DIR/report.html)."),
+    baseline: str = typer.Option("think", "--baseline", metavar="SPEC", help="Method the others are compared with (token ratio, flips, McNemar), e.g. 'sc(k=8)'."),
+    force: bool = typer.Option(False, "--force", help="Replace report files that leanthink did not write."),
 ):
     """Rebuild the HTML/markdown/JSON report from stored results only."""
     try:
-        _print_report(directory, html, baseline)
+        _print_report(directory, html, baseline, force)
     except LeanthinkError as exc:
         _fail(exc)
 
 
 @app.command()
 def compare(
-    dir_a: str = typer.Argument(..., help="Results directory A (before)."),
-    dir_b: str = typer.Argument(..., help="Results directory B (after)."),
+    dir_a: str = typer.Argument(..., metavar="DIR_A", help="Results directory A (before)."),
+    dir_b: str = typer.Argument(..., metavar="DIR_B", help="Results directory B (after)."),
+    map_: Optional[List[str]] = typer.Option(None, "--map", metavar="A=B", help="Compare method A of DIR_A with method B of DIR_B (repeatable), e.g. --map 'budget=budget(max_thinking=256)'. Without it, methods are matched by name."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
-    """Compare two benchmark directories method by method, on their common items."""
-    from .eval.metrics import mcnemar_exact
-    from .eval.store import Store
+    """Compare two benchmark directories method by method, paired on their common items."""
+    from .cli_compare import compare_runs, render_compare
 
     try:
-        a, b = Store(dir_a, create=False), Store(dir_b, create=False)
+        result = compare_runs(dir_a, dir_b, map_ or [])
     except LeanthinkError as exc:
         _fail(exc)
         return
-    ra = {(r["method"], r["item_id"], r["seed"]): r for r in a.records()}
-    rb = {(r["method"], r["item_id"], r["seed"]): r for r in b.records()}
-    t = Table(title=f"{dir_a} → {dir_b} (common items only)")
-    for col in ("method", "n", "accuracy A", "accuracy B", "tokens A", "tokens B", "token ratio", "flips -/+", "McNemar p"):
-        t.add_column(col, justify="right" if col != "method" else "left")
-    methods_all = sorted({k[0] for k in ra} | {k[0] for k in rb})
-    for m in methods_all:
-        keys = [k for k in ra if k[0] == m and k in rb]
-        if not keys:
-            t.add_row(m, "0", "–", "–", "–", "–", "–", "–", "–")
-            continue
-        n = len(keys)
-        acc_a = sum(ra[k]["correct"] for k in keys) / n
-        acc_b = sum(rb[k]["correct"] for k in keys) / n
-        tok_a = sum(ra[k]["usage"]["total"] for k in keys) / n
-        tok_b = sum(rb[k]["usage"]["total"] for k in keys) / n
-        lost = sum(1 for k in keys if ra[k]["correct"] and not rb[k]["correct"])
-        won = sum(1 for k in keys if not ra[k]["correct"] and rb[k]["correct"])
-        t.add_row(m, str(n), _fmt_pct(acc_a), _fmt_pct(acc_b), _fmt_num(tok_a), _fmt_num(tok_b),
-                  f"{tok_b / tok_a:.2f}×" if tok_a else "–", f"{lost}/{won}", f"{mcnemar_exact(lost, won):.3g}")
-    console.print(t)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    render_compare(console, result)
 
 
 @app.command()
@@ -341,7 +442,7 @@ def datasets():
     t.add_column("spec", style="bold")
     t.add_column("description")
     for name, desc in list_datasets():
-        t.add_row(name, desc)
+        t.add_row(escape(name), escape(desc))
     console.print(t)
 
 
@@ -361,11 +462,20 @@ def _register_probe_commands() -> None:
 _register_probe_commands()
 
 
+def _register_train_commands() -> None:
+    from .train.cli import app as train_app
+
+    app.add_typer(train_app, name="train")
+
+
+_register_train_commands()
+
+
 def main() -> None:
     try:
         app()
     except LeanthinkError as exc:  # errors raised outside a command's own handler
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

@@ -4,8 +4,11 @@ Reasoning models put their chain of thought between markers (`<think>`/`</think>
 DeepSeek-R1, Qwen3, QwQ). Methods need to know those markers to suppress thinking, to
 force its end, and to probe a trial answer. Instruct models do not think at all; for
 them we *emulate* thinking: the model's own step-by-step text, up to the point where it
-states its boxed answer, is treated as the reasoning block. Forcing the end of thinking is
-then appending the answer prefix. (Asking a small instruct model to write `<think>` tags
+states its boxed answer, is treated as the reasoning block. The engine splits at the first
+`\\boxed{` (the marker methods act on, and the grading form's split); what a person reads
+(the natural answer format) starts one sentence earlier, with the sentence that gives the
+answer (`leanthink.readable`). Forcing the end of thinking is then appending the answer prefix
+(or, in the natural form, a lead the model completes in its own words). (Asking a small instruct model to write `<think>` tags
 itself cost Qwen2.5-Coder-1.5B most of its GSM8K accuracy in our trials, so we do not.)
 Every thinking-control method works the same way on both, and emulated results say so.
 """

@@ -79,3 +79,11 @@ class Result(BaseModel):
     """The raw prompt the chain started from (chat template applied), for replay and oracle probing."""
     samples: int = 1
     """Number of sampled chains the method ran (1 for single-chain methods)."""
+
+    @property
+    def content(self) -> str:
+        """The answer as a person reads it: `answer_text` with `\\boxed{}` unwrapped and math
+        delimiters removed (what `leanthink serve` returns as `content` by default)."""
+        from .readable import plain
+
+        return plain(self.answer_text)

@@ -31,6 +31,14 @@ class BadRecord(Exception):
     """One malformed record; the message is the reason."""
 
 
+class MissingField(BadRecord):
+    """A record lacks the question/answer field: usually the whole file names its fields
+    differently, so the fix is naming them in the spec, not skipping lines."""
+
+
+FIELDS_HINT = "name the fields in the dataset spec: jsonl:PATH?question=FIELD&answer=FIELD (hf:ID?question=...&answer=... alike)"
+
+
 def is_number(text: str) -> bool:
     return bool(_NUMERIC.fullmatch(text.strip()))
 
@@ -59,14 +67,15 @@ class FieldMap:
 
 
 def _pick(row: dict, wanted: str | None, defaults: tuple[str, ...], what: str) -> str:
+    has = ", ".join(repr(k) for k in list(row)[:12]) + (", ..." if len(row) > 12 else "")
     if wanted is not None:
         if wanted not in row:
-            raise BadRecord(f"missing {what} field {wanted!r}")
+            raise MissingField(f"missing {what} field {wanted!r}; the record has {has or 'no fields'}")
         return wanted
     for name in defaults:
         if name in row:
             return name
-    raise BadRecord(f"missing {what} field (tried {', '.join(defaults)})")
+    raise MissingField(f"missing {what} field (tried {', '.join(defaults)}); the record has {has or 'no fields'}")
 
 
 def _scalar_text(value, what: str) -> str:
@@ -169,9 +178,9 @@ def collect(
             item = row_to_item(rec, fm, index)
         except BadRecord as exc:
             if not skip_bad:
-                raise DataError(
-                    f"{where}:{lineno}: {exc} (fix the line, or skip malformed lines with skip_bad=True / --skip-bad)"
-                ) from None
+                fix = FIELDS_HINT if isinstance(exc, MissingField) else \
+                    "fix the line, or skip malformed lines with skip_bad=True / --skip-bad"
+                raise DataError(f"{where}:{lineno}: {exc} ({fix})") from None
             skipped.append((lineno, str(exc)))
             continue
         finally:

@@ -75,21 +75,41 @@ def method_metrics(records: list[dict], baseline: list[dict] | None = None) -> d
         "samples_per_item": float(np.mean([r.get("samples", 1) for r in records])) if n else float("nan"),
     }
     if baseline is not None:
-        base = {_key(r): r for r in baseline}
-        common = [r for r in records if _key(r) in base]
-        b = sum(1 for r in common if base[_key(r)]["correct"] and not r["correct"])
-        c = sum(1 for r in common if not base[_key(r)]["correct"] and r["correct"])
-        tok_m = sum(r["usage"]["total"] for r in common)
-        tok_b = sum(base[_key(r)]["usage"]["total"] for r in common)
+        p = paired(baseline, records)
         out["vs_baseline"] = {
-            "n_common": len(common),
-            "accuracy_delta": (sum(r["correct"] for r in common) - sum(base[_key(r)]["correct"] for r in common)) / len(common) if common else float("nan"),
-            "right_to_wrong": b,
-            "wrong_to_right": c,
-            "mcnemar_p": mcnemar_exact(b, c),
-            "token_ratio": tok_m / tok_b if tok_b else float("nan"),
+            "n_common": p["n"],
+            "accuracy_delta": p["accuracy_b"] - p["accuracy_a"] if p["n"] else float("nan"),
+            "right_to_wrong": p["right_to_wrong"],
+            "wrong_to_right": p["wrong_to_right"],
+            "mcnemar_p": p["mcnemar_p"],
+            "token_ratio": p["token_ratio"],
         }
     return out
+
+
+def paired(a: list[dict], b: list[dict]) -> dict[str, Any]:
+    """Paired comparison of two runs on their common (item, seed) pairs: accuracies, mean
+    total tokens, flips (right→wrong, wrong→right going from A to B) and the exact McNemar
+    p-value. Used by reports (a method vs the baseline) and `leanthink compare` (run vs run)."""
+    base = {_key(r): r for r in a}
+    common = [(base[_key(r)], r) for r in b if _key(r) in base]
+    n = len(common)
+    lost = sum(1 for ra, rb in common if ra["correct"] and not rb["correct"])
+    won = sum(1 for ra, rb in common if not ra["correct"] and rb["correct"])
+    tok_a = sum(ra["usage"]["total"] for ra, _ in common)
+    tok_b = sum(rb["usage"]["total"] for _, rb in common)
+    nan = float("nan")
+    return {
+        "n": n,
+        "accuracy_a": sum(bool(ra["correct"]) for ra, _ in common) / n if n else nan,
+        "accuracy_b": sum(bool(rb["correct"]) for _, rb in common) / n if n else nan,
+        "tokens_a": tok_a / n if n else nan,
+        "tokens_b": tok_b / n if n else nan,
+        "token_ratio": tok_b / tok_a if tok_a else nan,
+        "right_to_wrong": lost,
+        "wrong_to_right": won,
+        "mcnemar_p": mcnemar_exact(lost, won),
+    }
 
 
 def oracle_metrics(oracle: list[dict], baseline: list[dict]) -> dict[str, Any]:
