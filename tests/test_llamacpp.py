@@ -3,6 +3,7 @@
 import pytest
 
 from leanthink.backends.base import SamplingParams
+from leanthink.backends.continuation import Continuation
 from leanthink.errors import ConfigError
 
 
@@ -51,20 +52,58 @@ def test_stop_string_truncates(tiny):
     assert chunks[-1].finish_reason == "stop"
 
 
-def test_prefix_continuation_reuses_kv_cache(tiny):
-    """Continuing from prompt+generated text evaluates only the new tokens."""
-    p = tiny.render_chat([{"role": "user", "content": "Explain what a prime number is in two sentences."}])
-    first = "".join(c.text for c in _gen(tiny, p, max_tokens=20))
+def _counting_eval(be):
     evaluated = []
-    real_eval = tiny.llm.eval
-    tiny.llm.eval = lambda toks: (evaluated.append(len(toks)), real_eval(toks))[1]
+    real_eval = be.llm.eval
+    be.llm.eval = lambda toks: (evaluated.append(len(toks)), real_eval(toks))[1]
+    return evaluated
+
+
+def test_continuation_reuses_kv_cache_and_text_prompt_is_fresh(tiny):
+    """Continuing from the exact ids of a stream (plus forced text) evaluates only the new
+    tokens; the same text as a plain prompt is evaluated as a fresh prompt would be."""
+    p = tiny.render_chat([{"role": "user", "content": "Explain what a prime number is in two sentences."}])
+    chunks = _gen(tiny, p, max_tokens=20)
+    ids = [t for c in chunks for t in c.token_ids]
+    first = "".join(c.text for c in chunks)
+    cont = Continuation.of(p).generated(ids, first).forced(" In short,")
+    assert cont == p + first + " In short,"
+    evaluated = _counting_eval(tiny)
     try:
+        _gen(tiny, cont, max_tokens=3)
+        n_cont = len(evaluated)
+        first_eval = evaluated[0]
         _gen(tiny, p + first + " In short,", max_tokens=3)
     finally:
         del tiny.llm.eval
+    forced = len(tiny.encode(" In short,")) - (1 if tiny.llm._model.add_bos_token() else 0)
+    assert first_eval <= forced + 1, f"re-evaluated {first_eval} tokens for {forced} new ones"
     prompt_len = len(tiny.encode(p + first + " In short,"))
-    assert evaluated, "nothing was evaluated"
-    assert evaluated[0] < 12, f"re-evaluated {evaluated[0]} of {prompt_len} prompt tokens"
+    assert evaluated[n_cont] == prompt_len  # the plain prompt: one fresh batch
+
+
+def test_same_prompt_gives_same_numbers_whatever_ran_before(tiny):
+    """Greedy chains and their logprobs are a function of the prompt, not of the cache."""
+    p = tiny.render_chat([{"role": "user", "content": "Name three colours."}])
+    ref = [(c.token_ids, c.logprob) for c in _gen(tiny, p, max_tokens=24, logprobs=0)]
+    again = [(c.token_ids, c.logprob) for c in _gen(tiny, p, max_tokens=24, logprobs=0)]
+    _gen(tiny, p + "1. Red", max_tokens=4)  # shares the prompt, then diverges
+    after = [(c.token_ids, c.logprob) for c in _gen(tiny, p, max_tokens=24, logprobs=0)]
+    assert ref == again == after
+
+
+def test_resumed_continuation_equals_uninterrupted_stream(tiny):
+    """Stop a stream, probe something else, resume from the exact ids: same tokens and
+    logprobs as the stream that never stopped."""
+    p = tiny.render_chat([{"role": "user", "content": "List the planets of the solar system."}])
+    full = _gen(tiny, p, max_tokens=30, logprobs=0)
+    head = _gen(tiny, p, max_tokens=12, logprobs=0)
+    ids = [t for c in head for t in c.token_ids]
+    text = "".join(c.text for c in head)
+    _gen(tiny, Continuation.of(p).generated(ids[:9], "").forced("\nAnswer:"), max_tokens=5)  # a probe
+    rest = _gen(tiny, Continuation.of(p).generated(ids, text), max_tokens=18, logprobs=0)
+    assert [(c.token_ids, c.logprob) for c in head + rest] == [(c.token_ids, c.logprob) for c in full]
+    assert text + "".join(c.text for c in rest) == "".join(c.text for c in full)
 
 
 def test_closing_stream_stops_generation(tiny):

@@ -19,7 +19,10 @@ cached (they are large). A stream its reader closed early (at `\\boxed{`, an ear
 a cancelled chain) is stored as a prefix: a later reader that stops at or before that
 point replays it exactly; one that reads on gets the prefix and then a real continuation
 from it (prefix continuation, the same call early-exit methods make), which lengthens the
-stored stream. For a seeded sampler that continuation is a fresh draw of the rest of the
+stored stream. A reader that resumes a stream from its exact token ids (a `Continuation`
+ending in generated ids: a chain going on after a probe) reads the same stored stream
+from that point, so a probed chain and a plain one share one stream; on engines that take
+token ids (`exact_continuation`) the stored prefix is continued from its ids, not its text. For a seeded sampler that continuation is a fresh draw of the rest of the
 chain given its prefix, i.e. still a sample from the model.
 
 `max_tokens` is not part of the key: with the same prompt, sampler and seed, a stream
@@ -47,6 +50,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .base import BaseBackend, Chunk, SamplingParams
+from .continuation import Continuation
 
 
 def cache_key(model_id: str, prompt: str, params: SamplingParams, *, with_cap: bool = False) -> str:
@@ -138,6 +142,10 @@ class CachedBackend(BaseBackend):
     def render_chat(self, messages, add_generation_prompt=True, **kwargs) -> str:
         return self.real.render_chat(messages, add_generation_prompt, **kwargs)
 
+    @property
+    def exact_continuation(self) -> bool:
+        return bool(getattr(self.real, "exact_continuation", False))
+
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
         if params.hidden_states or (params.temperature > 0 and params.seed is None):
             return self.real.stream(prompt, params)
@@ -146,27 +154,66 @@ class CachedBackend(BaseBackend):
         # one stream. A reader that did not ask for them gets chunks without them, as uncached.
         strip = params.logprobs is None and self.capabilities.logprobs
         gen_params = replace(params, logprobs=0) if strip else params
-        return self._stream(prompt, gen_params, cache_key(self.model_id, prompt, gen_params), strip)
+        if isinstance(prompt, Continuation) and prompt.tail_ids:
+            # The stream of the prompt before the generated ids, read on after them: one stored
+            # stream whoever reads it, paused and resumed (probes) or not.
+            base = prompt.base()
+            return self._stream(base, gen_params, self._key(base, gen_params), strip, prompt)
+        return self._stream(prompt, gen_params, self._key(prompt, gen_params), strip)
 
-    def _stream(self, prompt: str, params: SamplingParams, key: str, strip: bool) -> Iterator[Chunk]:
+    def _key(self, prompt: str, params: SamplingParams) -> str:
+        text = prompt.key() if isinstance(prompt, Continuation) else prompt
+        return cache_key(self.model_id, text, params)
+
+    def _after(self, prompt: str, chunks: list[Chunk]) -> str:
+        """The prompt that continues `prompt`'s stream after `chunks`: its exact ids where the
+        engine takes them, else the text (the engine re-tokenizes it)."""
+        text = "".join(c.text for c in chunks)
+        if chunks and self.exact_continuation and all(c.token_ids for c in chunks):
+            return Continuation.of(prompt).generated([t for c in chunks for t in c.token_ids], text)
+        return prompt + text
+
+    def _stream(self, prompt: str, params: SamplingParams, key: str, strip: bool,
+                resume: Continuation | None = None) -> Iterator[Chunk]:
+        """`resume`: the reader continues `prompt`'s stream after `resume.tail_ids`."""
         def out(c: Chunk) -> Chunk:
             return replace(c, logprob=None, top_logprobs=None) if strip else c
 
         hit = self.cache.get(key)
-        if hit is None:
+        if hit is None and not isinstance(prompt, Continuation):
             hit = self.cache.get(cache_key(self.model_id, prompt, params, with_cap=True))
         chunks, engine_s, complete = hit if hit is not None else ([], 0.0, False)
+        start = 0
+        if resume is not None:  # the reader's ids must be the stored stream's start
+            skip, n = list(resume.tail_ids), 0
+            while start < len(chunks) and n < len(skip):
+                n += len(chunks[start].token_ids)
+                start += 1
+            if [t for c in chunks[:start] for t in c.token_ids] != skip:
+                # Not the stored stream, or not all of it is stored: generate, do not store.
+                gen = iter(self.real.stream(resume, params))
+                try:
+                    for c in gen:
+                        with self._lock:
+                            self.generated_tokens += c.n_tokens
+                        yield out(c)
+                finally:
+                    close = getattr(gen, "close", None)
+                    if close is not None:
+                        close()
+                return
         if chunks and chunks[-1].finish_reason == "length":
             complete = False  # it stopped at its reader's cap, not on its own: a larger cap reads on
         per = engine_s / max(len(chunks), 1)
-        budget, used, take = params.max_tokens, 0, 0
-        for c in chunks:  # how many stored chunks fit this reader's cap
+        budget, used, take = params.max_tokens, 0, start
+        for c in chunks[start:]:  # how many stored chunks fit this reader's cap
             if used + c.n_tokens > budget:
                 break
             used += c.n_tokens
             take += 1
         capped = take < len(chunks) or (used >= budget and not complete)
-        for i, c in enumerate(chunks[:take]):
+        for i in range(start, take):
+            c = chunks[i]
             with self._lock:
                 self.replayed_s += per
                 self.replayed_tokens += c.n_tokens
@@ -179,7 +226,7 @@ class CachedBackend(BaseBackend):
             return
         if chunks:  # a stored prefix (its first reader stopped there): continue it from the prefix
             chunks[-1] = replace(chunks[-1], finish_reason=None)
-            gen = iter(self.real.stream(prompt + "".join(c.text for c in chunks), replace(params, max_tokens=budget - used)))
+            gen = iter(self.real.stream(self._after(prompt, chunks), replace(params, max_tokens=budget - used)))
         else:
             gen = iter(self.real.stream(prompt, params))
         n_stored = len(chunks)

@@ -3,9 +3,10 @@
 Generation is a small manual loop (in the style of mlx-lm) rather than
 `model.generate`, so that each step yields its token id, logprob, top-k alternatives
 and, on request, the last-layer hidden state, and so that closing the stream stops
-generation at once. The KV cache of the previous call is kept: a new prompt that
-shares a token prefix with it (continuing from a prefix, probing a trial answer) only
-evaluates the new tokens.
+generation at once. The KV cache of the previous call is kept, and reused where it was
+evaluated exactly as the new prompt asks (same tokens, same forward pass): a prompt's
+numbers never depend on what ran before, and continuing or probing from a `Continuation`
+(the exact ids of a chain) only evaluates the new tokens.
 
 GGUF files are read by transformers itself (`from_pretrained(dir, gguf_file=...)`, which
 dequantizes or unpacks the weights), so the numbers, and sometimes the greedy text,
@@ -21,7 +22,8 @@ from typing import Any, Iterator
 from ..errors import ConfigError, ModelFileError, require
 from . import chat_template
 from .base import BaseBackend, Capabilities, Chunk, SamplingParams, StopMatcher
-from .llamacpp import _load_template_option
+from .continuation import Continuation
+from .llamacpp import GEN, _load_template_option
 
 _DTYPES = ("float32", "bfloat16", "float16", "auto")
 _EXTRA_EOS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<｜end▁of▁sentence｜>")
@@ -32,6 +34,8 @@ its leading space right (SentencePiece drops it at the start of a decode)."""
 
 class TransformersBackend(BaseBackend):
     name = "transformers"
+    exact_continuation = True
+    """`stream` evaluates a `Continuation`'s parts as they were first evaluated (`_layout`)."""
     capabilities = Capabilities(
         logprobs=True, top_logprobs=True, prefix_continuation=True, hidden_states=True,
         parallel_samples=False, token_ids=True, cancellation=True,
@@ -77,14 +81,16 @@ class TransformersBackend(BaseBackend):
         self.model.eval()
 
         self._lock = threading.RLock()
-        self._saved: tuple[list[int], Any] | None = None
-        """(token ids whose keys/values it holds, cache) from the last finished stream."""
+        self._saved: tuple[list[int], list, Any] | None = None
+        """(token ids whose keys/values it holds, how each was evaluated, cache) from the last
+        finished stream."""
         tmpl = self.tokenizer.chat_template
         if isinstance(tmpl, dict):  # several named templates
             tmpl = tmpl.get("default") or next(iter(tmpl.values()), None)
         self.chat_template = _load_template_option(template) or tmpl
         self._bos = self.tokenizer.bos_token or ""
         self._eos = self.tokenizer.eos_token or ""
+        self._special_cache = None
         self._eos_ids = self._find_eos_ids()
         cfg = self.model.config
         self.n_ctx = int(getattr(cfg, "max_position_embeddings", None) or 0) or None
@@ -110,15 +116,21 @@ class TransformersBackend(BaseBackend):
     # -- tokenizer -------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
         add_special = not (self._bos and text.startswith(self._bos))
-        return list(self.tokenizer.encode(text, add_special_tokens=add_special))
+        return hf_encode(self.tokenizer, text, add_special, self._specials())
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False)) if text else 0
+        return len(hf_encode(self.tokenizer, text, False, self._specials())) if text else 0
+
+    def _specials(self):
+        if self._special_cache is None:
+            self._special_cache = hf_specials(self.tokenizer)
+        return self._special_cache
 
     def render_chat(self, messages, add_generation_prompt=True, **kwargs) -> str:
         return chat_template.render(
             self.chat_template, messages, model_id=self.model_id, bos_token=self._bos,
-            eos_token=self._eos, add_generation_prompt=add_generation_prompt, **kwargs,
+            eos_token=self._eos, add_generation_prompt=add_generation_prompt,
+            specials=self._specials()[0], **kwargs,
         )
 
     def _decode(self, ids: list[int]) -> str:
@@ -148,18 +160,19 @@ class TransformersBackend(BaseBackend):
             out = self.model(input_ids=x, use_cache=False, output_hidden_states=True)
             return out.hidden_states[-1][0].float().cpu().numpy()
 
-    def _take_cache(self, tokens: list[int]) -> tuple[Any, int]:
-        """Reuse the saved KV cache for the longest common prefix: (cache or None, tokens covered)."""
+    def _take_cache(self, tokens: list[int], tags: list) -> tuple[Any, int]:
+        """Reuse the saved KV cache where it was evaluated exactly as `tags` asks (same tokens,
+        same forward pass): (cache or None, tokens covered). Cropped to that prefix."""
         saved, self._saved = self._saved, None
         if saved is None:
             return None, 0
-        old, cache = saved
-        n = 0
-        for a, b in zip(old, tokens):
-            if a != b:
-                break
+        old, old_tags, cache = saved
+        n, limit = 0, min(len(old), len(tokens))
+        while n < limit and old[n] == tokens[n] and old_tags[n] == tags[n]:
             n += 1
-        n = min(n, len(tokens) - 1)  # always feed at least one token to get logits
+        n = min(n, len(tokens) - 1)  # always feed at least the last unit again, to get logits
+        if tags[n] is not GEN:
+            n = tags[n][0]  # a forward pass is reused whole or not at all
         if n <= 0 or not _croppable(cache):
             return None, 0
         try:
@@ -171,12 +184,30 @@ class TransformersBackend(BaseBackend):
             return None, 0
         return cache, n
 
+    def _layout(self, prompt: str) -> tuple[list[int], list]:
+        """Tokens and how each is evaluated: a text part in one forward pass (tag `(start, end)`),
+        generated ids one at a time (tag `GEN`). Same idea as the llama.cpp backend: a position's
+        numbers depend on how it was evaluated, so a `Continuation` is evaluated as its parts
+        were first evaluated, and the cache is reused only where that matches."""
+        parts = prompt.parts if isinstance(prompt, Continuation) else (str(prompt),)
+        tokens: list[int] = []
+        tags: list = []
+        for i, part in enumerate(parts):
+            if isinstance(part, tuple):
+                tokens.extend(part)
+                tags.extend([GEN] * len(part))
+                continue
+            ids = self.encode(part) if i == 0 else hf_encode(self.tokenizer, part, False, self._specials())
+            tags.extend([(len(tokens), len(tokens) + len(ids))] * len(ids))
+            tokens.extend(ids)
+        return tokens, tags
+
     # -- generation ------------------------------------------------------------
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
         params.validate()
         if self.model is None:
             raise ConfigError("this backend has been closed")
-        tokens = self.encode(prompt)
+        tokens, tags = self._layout(prompt)
         if not tokens:
             raise ConfigError("the prompt is empty and the tokenizer adds no BOS token")
         max_tokens = params.max_tokens
@@ -184,9 +215,9 @@ class TransformersBackend(BaseBackend):
             if len(tokens) + 1 >= self.n_ctx:
                 raise ConfigError(f"prompt is {len(tokens)} tokens; the context window is {self.n_ctx}")
             max_tokens = min(max_tokens, self.n_ctx - len(tokens))
-        return self._stream(tokens, params, max_tokens)
+        return self._stream(tokens, tags, params, max_tokens)
 
-    def _stream(self, tokens: list[int], params: SamplingParams, max_tokens: int) -> Iterator[Chunk]:
+    def _stream(self, tokens: list[int], tags: list, params: SamplingParams, max_tokens: int) -> Iterator[Chunk]:
         torch = self._torch
         with self._lock:
             gen = None
@@ -196,9 +227,9 @@ class TransformersBackend(BaseBackend):
                     gen.manual_seed(params.seed)
                 else:
                     gen.seed()  # a fresh random seed; leaves torch's global RNG alone
-            cache, n_cached = self._take_cache(tokens)
-            fed = list(tokens[:n_cached])  # tokens whose keys/values are in `cache`
-            step = tokens[n_cached:]
+            cache, n_cached = self._take_cache(tokens, tags)
+            fed, fed_tags = list(tokens[:n_cached]), list(tags[:n_cached])  # what `cache` holds
+            tokens, tags = list(tokens), list(tags)
             consistent = True  # False while a forward pass is running
             stops = StopMatcher(params.stop)
             context = tokens[-_CONTEXT_TOKENS:]
@@ -207,8 +238,13 @@ class TransformersBackend(BaseBackend):
             try:
                 while True:
                     consistent = False
-                    logits, hidden, cache = self._forward(step, cache, params.hidden_states)
-                    fed.extend(step)
+                    i = len(fed)
+                    while i < len(tokens):  # each unit as `_layout` says
+                        j = i + 1 if tags[i] is GEN else tags[i][1]
+                        logits, hidden, cache = self._forward(tokens[i:j], cache, params.hidden_states)
+                        fed.extend(tokens[i:j])
+                        fed_tags.extend(tags[i:j])
+                        i = j
                     consistent = True
                     tok = _sample(torch, logits, params, gen)
                     lp, top = self._logprobs(torch, logits, tok, params.logprobs)
@@ -226,10 +262,11 @@ class TransformersBackend(BaseBackend):
                         yield Chunk(emit, [tok], lp, top, finish_reason=finish, hidden_state=hidden)
                         return
                     yield Chunk(emit, [tok], lp, top, hidden_state=hidden)
-                    step = [tok]
+                    tokens.append(tok)
+                    tags.append(GEN)
             finally:
                 if consistent and cache is not None:
-                    self._saved = (fed, cache)
+                    self._saved = (fed, fed_tags, cache)
 
     def _logprobs(self, torch, logits, tok: int, k: int | None):
         if k is None:
@@ -248,6 +285,38 @@ class TransformersBackend(BaseBackend):
         with self._lock:
             self._saved = None
             self.model = None
+
+
+def hf_specials(tokenizer):
+    """(pattern of special-token strings, their ids) of a Hugging Face tokenizer: the special
+    tokens, and the added tokens that look like markup (`</think>`), which the tokenizer
+    matches in text even when not special. Shared with the vLLM backend."""
+    strings: dict[str, int] = {}
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    for tid, tok in decoder.items():
+        text = getattr(tok, "content", tok)
+        if isinstance(text, str) and text and (getattr(tok, "special", True) or chat_template.looks_like_markup(text)):
+            strings[text] = int(tid)
+    for text in getattr(tokenizer, "all_special_tokens", None) or []:
+        tid = tokenizer.convert_tokens_to_ids(text)
+        if isinstance(tid, int) and text not in strings:
+            strings[text] = tid
+    return chat_template.specials_pattern(strings), set(strings.values())
+
+
+def hf_encode(tokenizer, text: str, add_special: bool, specials) -> list[int]:
+    """Token ids of a rendered prompt; content strings marked by `render` are tokenized as text
+    (`split_special_tokens=True`), never as the special tokens they spell."""
+    def plain(t: str) -> list[int]:
+        try:
+            return list(tokenizer.encode(t, add_special_tokens=False, split_special_tokens=True))
+        except TypeError:  # a tokenizer without the option: pieces are split further if needed
+            return list(tokenizer.encode(t, add_special_tokens=False))
+
+    return chat_template.encode_prompt(
+        text, add_special=add_special, protected=specials[1], plain=plain,
+        special=lambda t, add: list(tokenizer.encode(t, add_special_tokens=add)),
+    )
 
 
 class _Detok:

@@ -3,6 +3,7 @@
 Specs:
   gsm8k | math500 | aime24        local files (gsm8k_dev.jsonl, math500_test.jsonl, aime24_test.jsonl)
                                    in --data-dir / $LEANTHINK_DATA_DIR / ../shared/data
+  gsm8k_train                      gsm8k_train.jsonl there: training data only (see `eval_source_reason`)
   builtin                          offline default: rg:gsm_symbolic?n=20
   rg:TASK[?n=50&...]               reasoning_gym generator, deterministic by seed
   jsonl:PATH[?question=F&answer=F&kind=number|math|text|gsm8k|auto&id=F]   (or a bare *.jsonl path)
@@ -24,7 +25,7 @@ from .records import SPEC_KINDS, FieldMap, collect, iter_jsonl
 from .rg import TASKS as RG_TASKS
 from .types import KINDS, Dataset, Item
 
-__all__ = ["Item", "Dataset", "KINDS", "load_dataset", "list_datasets", "resolve_data_dir"]
+__all__ = ["Item", "Dataset", "KINDS", "load_dataset", "list_datasets", "resolve_data_dir", "eval_source_reason"]
 
 ENV_VAR = "LEANTHINK_DATA_DIR"
 BUILTIN = "rg:gsm_symbolic?n=20"
@@ -59,7 +60,17 @@ NAMED: dict[str, _Named] = {
         "AIME 2024 (30 problems); integer answers 0-999",
         "hf:HuggingFaceH4/aime_2024?split=train&question=problem&kind=number",
     ),
+    "gsm8k_train": _Named(
+        "gsm8k_train.jsonl",
+        FieldMap(prefix="gsm8k_train", question="question", answer="answer", kind="gsm8k", id="idx", meta_fields=()),
+        "GSM8K train split (7,473 problems with worked solutions); for post-training data, never for evaluation",
+        "hf:openai/gsm8k?config=main&split=train&kind=gsm8k",
+    ),
 }
+
+#: Datasets that measure models: post-training must never collect from them (`is_eval_source`).
+EVAL_NAMES = ("gsm8k", "math500", "aime24", "builtin")
+EVAL_FILES = tuple(NAMED[n].file for n in ("gsm8k", "math500", "aime24"))
 
 _FILE_PARAMS = ("question", "answer", "kind", "id")
 _HF_PARAMS = ("split", "config", *_FILE_PARAMS)
@@ -220,3 +231,26 @@ def _load_rg(task: str, params: dict[str, str], *, limit, seed, skip_bad) -> Dat
     items, skipped, source = load_rg(task, params, limit=limit, seed=seed, skip_bad=skip_bad)
     return Dataset(name=f"rg:{task}", source=source, items=items, skipped=skipped)
 
+
+
+def eval_source_reason(spec: str) -> str | None:
+    """Why `spec` names evaluation data (None if it does not): training on the items a model
+    is measured on makes every later benchmark meaningless, so post-training refuses these.
+
+    Catches the named eval sets, `builtin`, a `jsonl:` path or bare path to one of the eval
+    files (by file name, wherever it lives) and hub specs of GSM8K's / MATH's test splits."""
+    if not isinstance(spec, str):
+        return None
+    base, params = _parse(spec)
+    low = base.lower()
+    if low in EVAL_NAMES:
+        return f"'{base}' is an evaluation dataset"
+    path_text = base[6:].strip() if low.startswith("jsonl:") else base if low.endswith(".jsonl") else None
+    if path_text is not None and Path(path_text).name.lower() in EVAL_FILES:
+        return f"'{Path(path_text).name}' is an evaluation file"
+    if low.startswith("hf:"):
+        name = low[3:].strip()
+        split = params.get("split", "test").lower()
+        if split == "test" or "math-500" in name or "aime" in name:
+            return f"'{base}' (split={split}) is evaluation data"
+    return None

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..grading import grade
 from ..methods.base import Task
+from ..backends.continuation import Continuation
 from ..methods.engine import Chain
 
 DEFAULT_CUES = ("Wait", "Alternatively", "Hmm", "But wait", "Let me check", "Double-check", "Verify")
@@ -39,18 +40,30 @@ def boundaries(reasoning: str, *, cues: tuple[str, ...] = DEFAULT_CUES, every_ch
 
 
 def find_pearl(record: dict[str, Any], task: Task, *, max_probes: int = 40) -> dict[str, Any]:
-    """Probe one baseline record; returns the oracle record stored next to it."""
+    """Probe one baseline record; returns the oracle record stored next to it.
+
+    On engines that take a `Continuation` (`exact_continuation`) the reasoning is given as one
+    text part per stretch between cuts: each stretch is evaluated once, as its own batch, and
+    every later cut reuses it, so a probe's numbers depend only on the record, never on what
+    ran before. Otherwise the probe is the text `prompt + reasoning[:cut]`."""
     chain = Chain(task)
     reasoning, prompt = record["reasoning"], record["prompt"]
     base_total = record["usage"]["total"]
     trajectory, probe_tokens, pearl = [], 0, None
     seen: set[int] = set()
+    exact = bool(getattr(task.backend, "exact_continuation", False))
+    branch, done = Continuation.of(prompt), 0
     for off in boundaries(reasoning, max_probes=max_probes):
         prefix = reasoning[:off]
-        if len(prefix.rstrip()) in seen:  # a cue right after a line break: same cut twice
+        cut = len(prefix.rstrip())
+        if cut in seen:  # a cue right after a line break: same cut twice
             continue
-        seen.add(len(prefix.rstrip()))
-        p = chain.probe(prompt, prefix)
+        seen.add(cut)
+        if exact and cut >= done:  # cuts only grow
+            branch, done = branch.forced(reasoning[done:cut]), cut
+            p = chain.probe_prefix(branch)
+        else:
+            p = chain.probe(prompt, prefix)
         probe_tokens += p.tokens
         thinking_at = task.backend.count_tokens(prefix.rstrip())
         ok = grade(p.answer, record["gold"], record.get("kind", "math"))
@@ -71,3 +84,4 @@ def find_pearl(record: dict[str, Any], task: Task, *, max_probes: int = 40) -> d
         "probe_tokens": probe_tokens,
         "trajectory": trajectory,
     }
+

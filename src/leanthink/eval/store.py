@@ -44,8 +44,8 @@ def check_out_dir(directory: str | Path, *, force: bool = False) -> None:
     try:
         if p.exists() and not p.is_dir():
             raise ConfigError(f"--out '{directory}' is a file, not a directory; give a new or empty directory")
-        if not p.is_dir() or (p / DB_NAME).exists():
-            return
+        if not p.is_dir() or (p / DB_NAME).exists() or (p / "generations.sqlite").exists():
+            return  # ours: a results store, or a generation cache whose results were removed
         non_empty = any(p.iterdir())
     except OSError as exc:
         raise ConfigError(f"cannot use --out '{directory}': {exc.strerror or exc}") from None

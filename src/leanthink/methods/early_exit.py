@@ -1,9 +1,12 @@
 """Dynamic early exit: stop thinking once a trial answer is confident (DEER) or stable (Dynasor).
 
 Both branch a short trial answer from the current reasoning prefix: end thinking, add the
-answer prefix, read the boxed answer greedily. On llama.cpp the prefix is already in the
-KV cache, so a probe costs its own few tokens. Every probe is counted as overhead; the
-probe that triggers the exit becomes the answer (its tokens move to forced + answer).
+answer prefix, read the boxed answer greedily. A probe is a side branch (`Chain.probe`): it
+starts from the chain's exact token ids, whose KV cache the engine reuses, so it costs its own
+few tokens, and the chain resumes from those ids as if it had not been probed (with exit
+disabled, `deer(threshold=1.01)` and `dynasor(agree=10)` produce `think`'s chain token for
+token). Every probe is counted as overhead; the probe that triggers the exit becomes the
+answer (its tokens move to forced + answer).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ DEFAULT_CUES = ("Wait", "Alternatively", "\n\n")
 
 
 class DeerParams(BaseModel):
-    threshold: float = Field(0.95, gt=0, le=1, description="Exit when the trial answer's confidence reaches this.")
+    threshold: float = Field(0.95, gt=0, le=1.01, description="Exit when the trial answer's confidence reaches this (1.01: never exit, probes still run).")
     confidence: Literal["mean", "geometric"] = Field("mean", description="Mean token probability or geometric mean (= exp mean logprob).")
     cues: str = Field("Wait|Alternatively|\\n\\n", min_length=1, description="Transition points that trigger a probe, separated by |. `\\n\\n` = paragraph break.")
     min_tokens: int = Field(0, ge=0, description="No probe before this many thinking tokens.")
