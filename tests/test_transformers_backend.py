@@ -238,7 +238,7 @@ def test_vllm_missing_names_the_extra():
 
     with pytest.raises(MissingDependencyError) as exc:
         VLLMBackend("HuggingFaceTB/SmolLM2-135M-Instruct")
-    assert "leanthink[vllm]" in str(exc.value)
+    assert 'pip install -e ".[vllm]"' in str(exc.value)
 
 
 def test_vllm_output_to_chunks(backend):
