@@ -331,3 +331,20 @@ def test_bench_records_do_not_depend_on_method_order_or_shard(tmp_path, tiny):
         run_bench(BenchConfig(methods=methods, out=str(tmp_path / "c"), shard=k, **base), backend=tiny)
     a, b, c = records(tmp_path / "a"), records(tmp_path / "b"), records(tmp_path / "c")
     assert len(a) == 9 and a == b == c
+
+
+@pytest.mark.slow
+def test_oracle_probes_do_not_depend_on_what_ran_before(tiny):
+    from leanthink.eval.oracle import find_pearl
+    from leanthink.methods.base import Task
+
+    q = _gsm8k(1)[0]
+    think = solve(q, "think(max_thinking=64)", backend=tiny)
+    record = {"item_id": "0", "seed": 0, "reasoning": think.reasoning, "prompt": think.prompt,
+              "usage": {"total": think.usage.total, "thinking": think.usage.thinking}, "gold": "-1", "kind": "number"}
+    task = Task.create(q, tiny, seed=0, temperature=0.0)
+    first = find_pearl(record, task, max_probes=6)
+    solve("Unrelated: name a colour.", "deer(threshold=1.01,max_thinking=32)", backend=tiny)
+    again = find_pearl(record, task, max_probes=6)
+    assert first["probes"] >= 3 and first["trajectory"] == again["trajectory"]
+    assert first["probe_tokens"] == again["probe_tokens"]

@@ -81,9 +81,9 @@ class TransformersBackend(BaseBackend):
         self.model.eval()
 
         self._lock = threading.RLock()
-        self._saved: tuple[list[int], list, Any] | None = None
-        """(token ids whose keys/values it holds, how each was evaluated, cache) from the last
-        finished stream."""
+        self._saved: tuple[list[int], list, Any, Any] | None = None
+        """(token ids whose keys/values it holds, how each was evaluated, cache, (n, logits of
+        position n-1) where n ends a prompt) from the last finished stream."""
         tmpl = self.tokenizer.chat_template
         if isinstance(tmpl, dict):  # several named templates
             tmpl = tmpl.get("default") or next(iter(tmpl.values()), None)
@@ -160,29 +160,33 @@ class TransformersBackend(BaseBackend):
             out = self.model(input_ids=x, use_cache=False, output_hidden_states=True)
             return out.hidden_states[-1][0].float().cpu().numpy()
 
-    def _take_cache(self, tokens: list[int], tags: list) -> tuple[Any, int]:
+    def _take_cache(self, tokens: list[int], tags: list, use_snap: bool) -> tuple[Any, int, Any, Any]:
         """Reuse the saved KV cache where it was evaluated exactly as `tags` asks (same tokens,
-        same forward pass): (cache or None, tokens covered). Cropped to that prefix."""
+        same forward pass): (cache or None, tokens covered, logits of the last token if kept,
+        the kept prompt-end logits still valid). Cropped to that prefix."""
         saved, self._saved = self._saved, None
         if saved is None:
-            return None, 0
-        old, old_tags, cache = saved
+            return None, 0, None, None
+        old, old_tags, cache, snap = saved
         n, limit = 0, min(len(old), len(tokens))
         while n < limit and old[n] == tokens[n] and old_tags[n] == tags[n]:
             n += 1
-        n = min(n, len(tokens) - 1)  # always feed at least the last unit again, to get logits
-        if tags[n] is not GEN:
-            n = tags[n][0]  # a forward pass is reused whole or not at all
+        hit = use_snap and n == len(tokens) and snap is not None and snap[0] == n
+        if not hit:
+            n = min(n, len(tokens) - 1)  # always feed at least the last unit again, to get logits
+            if tags[n] is not GEN:
+                n = tags[n][0]  # a forward pass is reused whole or not at all
         if n <= 0 or not _croppable(cache):
-            return None, 0
+            return None, 0, None, None
         try:
             if n < len(old):
                 cache.crop(n - len(old))  # negative: drop that many positions (transformers 4.x and 5.x)
             if cache.get_seq_length() != n:
-                return None, 0
+                return None, 0, None, None
         except (ValueError, RuntimeError, AttributeError):
-            return None, 0
-        return cache, n
+            return None, 0, None, None
+        snap = snap if snap is not None and snap[0] <= n else None
+        return cache, n, (snap[1] if hit else None), snap
 
     def _layout(self, prompt: str) -> tuple[list[int], list]:
         """Tokens and how each is evaluated: a text part in one forward pass (tag `(start, end)`),
@@ -227,7 +231,8 @@ class TransformersBackend(BaseBackend):
                     gen.manual_seed(params.seed)
                 else:
                     gen.seed()  # a fresh random seed; leaves torch's global RNG alone
-            cache, n_cached = self._take_cache(tokens, tags)
+            cache, n_cached, logits, snap = self._take_cache(tokens, tags, use_snap=not params.hidden_states)
+            hidden = None
             fed, fed_tags = list(tokens[:n_cached]), list(tags[:n_cached])  # what `cache` holds
             tokens, tags = list(tokens), list(tags)
             consistent = True  # False while a forward pass is running
@@ -245,6 +250,10 @@ class TransformersBackend(BaseBackend):
                         fed.extend(tokens[i:j])
                         fed_tags.extend(tags[i:j])
                         i = j
+                        if i == len(tokens) and tags[-1] is not GEN:
+                            # A prompt's end: its logits serve the next stream of the same prompt
+                            # (the next method on an item), exactly as this evaluation gave them.
+                            snap = (i, logits.clone())
                     consistent = True
                     tok = _sample(torch, logits, params, gen)
                     lp, top = self._logprobs(torch, logits, tok, params.logprobs)
@@ -266,7 +275,7 @@ class TransformersBackend(BaseBackend):
                     tags.append(GEN)
             finally:
                 if consistent and cache is not None:
-                    self._saved = (fed, fed_tags, cache)
+                    self._saved = (fed, fed_tags, cache, snap)
 
     def _logprobs(self, torch, logits, tok: int, k: int | None):
         if k is None:
