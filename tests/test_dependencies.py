@@ -37,6 +37,7 @@ EXTRAS_BY_PATH = [
     ("backends/transformers_backend.py", {"transformers"}),
     ("backends/vllm_backend.py", {"vllm"}),
     ("eval/report.py", {"plots"}),
+    ("eval/views.py", {"plots"}),
     ("data/rg.py", {"eval"}),
     ("data/hf.py", {"eval"}),
     ("probes.py", {"transformers", "probe"}),

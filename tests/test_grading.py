@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from leanthink.grading import extract_answer, gsm8k_gold, is_equivalent
@@ -56,3 +58,70 @@ def test_equivalence_from_worker_thread():
     with ThreadPoolExecutor(1) as ex:
         assert ex.submit(is_equivalent, "\\frac{1}{2}", "0.5").result() is True
         assert ex.submit(is_equivalent, "3", "4").result() is False
+
+
+# -- a grader failure is a grading error, not a wrong answer ---------------------------------------
+
+
+@pytest.fixture
+def broken_verify(monkeypatch):
+    """math-verify raising on any comparison it is asked for (as it does on exotic input)."""
+    import math_verify
+
+    def boom(*a, **k):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(math_verify, "verify", boom)
+
+
+def test_a_grader_failure_is_reported_not_read_as_wrong(broken_verify):
+    from leanthink.grading import GradingError, equivalent, grade, grade_outcome
+
+    with pytest.raises(GradingError, match="RecursionError"):
+        equivalent("\\frac{1}{2}", "0.5")
+    g = grade_outcome("\\frac{1}{2}", "0.5")
+    assert g.correct is False and "RecursionError" in g.error and "math-verify" in g.error
+    # plain string equality needs no grader: no error
+    assert grade_outcome("42", "42.0").correct is True and grade_outcome("42", "42.0").error is None
+    assert grade_outcome("Paris.", "paris", "text") == grade_outcome("paris", "paris", "text")
+    assert grade_outcome(None, "5").error is None
+    # the lenient forms (vote grouping, labels, rewards) read it as "not equal"
+    assert is_equivalent("\\frac{1}{2}", "0.5") is False and grade("\\frac{1}{2}", "0.5") is False
+
+
+def test_bench_records_grading_errors_and_the_report_counts_them(broken_verify, tmp_path):
+    from leanthink.eval.report import build_report
+    from leanthink.eval.runner import BenchConfig, run_bench
+
+    from .fakes import ScriptedBackend
+
+    be = ScriptedBackend(lambda p: "So it is \\boxed{\\frac{1}{2}}" if "half" in p else "So it is \\boxed{3}")
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "What is half of one?", "answer": "0.5"}) + "\n"
+                    + json.dumps({"question": "What is 1+2?", "answer": "3"}) + "\n")
+    out = tmp_path / "o"
+    store = run_bench(BenchConfig(model="m", dataset=f"jsonl:{data}", methods=["think"], out=str(out), oracle=False),
+                      backend=be)
+    recs = {r["question"]: r for r in store.records()}
+    half, three = recs["What is half of one?"], recs["What is 1+2?"]
+    assert half["correct"] is False and half["error"] is None and "RecursionError" in half["grade_error"]
+    assert three["correct"] is True and "grade_error" not in three
+    store.close()
+    paths = build_report(out)
+    s = json.loads(paths["summary"].read_text())
+    assert s["grade_errors"] == 1 and s["methods"]["think"]["grade_errors"] == 1
+    assert s["methods"]["think"]["errors"] == 0
+    md = paths["markdown"].read_text()
+    assert "**Grading errors:**" in md and "| grading errors | 1 |" in md and "lower bound" in md
+    page = paths["html"].read_text()
+    assert "Grading errors:" in page and "grading error: math-verify failed" in page
+
+
+def test_a_clean_report_has_no_grading_error_note(tmp_path):
+    from leanthink.eval.report import build_report
+
+    from .test_report import fill, rec
+
+    paths = build_report(fill(tmp_path / "run", [rec("think", "a", correct=True, thinking=3)]))
+    assert json.loads(paths["summary"].read_text())["grade_errors"] == 0
+    assert "Grading errors:" not in paths["html"].read_text() and "**Grading errors:**" not in paths["markdown"].read_text()

@@ -153,3 +153,59 @@ def test_interleaved_streams_do_not_corrupt_each_other(tiny):
         if i == 5:  # run another generation in the middle
             _gen(tiny, "Unrelated prompt about cooking pasta:", max_tokens=5)
     assert text == alone
+
+
+# -- token text: long pieces and partial characters (issue 14, item 6) --------------------------
+DASHES = "-" * 64  # one SmolLM2 token (15069): longer than llama-cpp-python's 32-byte detokenize buffer
+
+
+def test_tokens_longer_than_32_bytes_keep_their_text(tiny):
+    """`Llama.detokenize` returns b"" for such tokens; generated text lost them silently."""
+    from leanthink.backends.llamacpp import token_piece
+
+    for text in ["=" * 64, "-" * 80, "class A:\n" + " " * 40 + "pass"]:
+        ids = tiny.llm.tokenize(text.encode(), add_bos=False, special=False)
+        assert b"".join(token_piece(tiny.llm, i) for i in ids) == text.encode()
+    assert token_piece(tiny.llm, 15069) == DASHES.encode()
+    p = "Separator lines:\n" + (DASHES + "\n") * 3
+    chunks = _gen(tiny, p, max_tokens=12)
+    assert [c.token_ids for c in chunks] == [[15069], [198]] * 6  # 198: "\n"
+    assert "".join(c.text for c in chunks) == (DASHES + "\n") * 6
+
+
+def _fake_logits(monkeypatch, tiny, values: dict[int, float]):
+    import ctypes
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    logits = np.full(tiny.llm.n_vocab(), -40.0, dtype=np.float32)
+    for i, v in values.items():
+        logits[i] = v
+    ptr = logits.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+    monkeypatch.setattr(tiny.llm, "_ctx", SimpleNamespace(get_logits_ith=lambda i: ptr))
+    lse = float(np.logaddexp.reduce(logits.astype(np.float64)))
+    return {i: float(v) - lse for i, v in values.items()}
+
+
+def test_top_logprob_keys_are_distinct_and_never_empty(tiny, monkeypatch):
+    """A 64-byte token and two partial UTF-8 bytes (111: 0xA1, 112: 0xA2) used to share the
+    key "" (one overwriting the others); each now has its own key and exact logprob."""
+    want = _fake_logits(monkeypatch, tiny, {15069: 5.0, 111: 4.0, 112: 3.0, 17794: 2.0})
+    lp, top = tiny._logprobs(15069, 4)
+    assert top == pytest.approx({DASHES: want[15069], "bytes:\\xa1": want[111], "bytes:\\xa2": want[112],
+                                 "#" * 64: want[17794]})
+    assert list(top) == [DASHES, "bytes:\\xa1", "bytes:\\xa2", "#" * 64]  # most likely first
+    assert lp == pytest.approx(want[15069])
+
+
+def test_top_logprobs_of_tokens_with_the_same_text_add_up(tiny, monkeypatch):
+    import math
+
+    from leanthink.backends import llamacpp
+
+    want = _fake_logits(monkeypatch, tiny, {111: 4.0, 112: 3.0, 113: 1.0})
+    real = llamacpp.token_piece
+    monkeypatch.setattr(llamacpp, "token_piece", lambda llm, t, special=False: b"7" if t in (111, 112) else real(llm, t, special))
+    _, top = tiny._logprobs(111, 3)
+    assert top == pytest.approx({"7": math.log(math.exp(want[111]) + math.exp(want[112])), "bytes:\\xa3": want[113]})

@@ -124,3 +124,76 @@ def test_missing_capability_fails_up_front():
     with pytest.raises(CapabilityError, match="hidden_states"):
         NeedsHidden()(Task.create("q", be))
     assert be.calls == []
+
+
+# --------------------------------------------------------------------------- the chain's protocol
+
+
+def _protocol_chain():
+    from leanthink.methods.engine import Chain, build_prompt
+
+    from .fakes import Script
+
+    script = Script("one two three four five six seven eight nine ten\n</think>\n\n\\boxed{1}", probe="1}", ignore=(" HINT",))
+    be = ScriptedBackend(script, model_id="scripted-qwen3")
+    task = Task.create("q?", be)
+    return Chain(task), build_prompt(task), be
+
+
+def _scripted_controller(seen):
+    """Pause at token 3 (then resume), inject at 5, exit at 9."""
+    from leanthink.methods.engine import Exit, Inject, Pause
+
+    def controller(s):
+        seen.append((s.n_tokens, s.paused))
+        if s.n_tokens == 3:
+            return None if s.paused else Pause()
+        if s.n_tokens == 5:
+            return Inject(" HINT", event="nudge", detail={"k": 1})
+        if s.n_tokens == 9:
+            return Exit("enough", detail={"at": 9})
+        return None
+
+    return controller
+
+
+def test_chain_think_yields_the_events_of_pause_inject_and_exit():
+    from leanthink.methods.chain_events import Exit, Injected, TextOut, ThinkingDone, Tokens
+
+    seen = []
+    chain, prompt, be = _protocol_chain()
+    events = list(chain.think(prompt, max_thinking=100, controller=_scripted_controller(seen)))
+    # the controller is asked after every thinking token, and once more (paused) after a pause
+    assert seen == [(1, False), (2, False), (3, False), (3, True), (4, False), (5, False),
+                    (6, False), (7, False), (8, False), (9, False)]
+    assert sum(e.n for e in events if isinstance(e, Tokens) and e.phase == "thinking") == 9
+    assert not any(isinstance(e, Tokens) and e.phase == "answer" for e in events)
+    injected = [e for e in events if isinstance(e, Injected)]
+    assert [(e.decision.event, e.at_token, e.tokens) for e in injected] == [("nudge", 5, 2)]
+    assert "".join(e.text for e in events if isinstance(e, TextOut)) == "one two three HINT four five"
+    done = events[-1]
+    assert isinstance(done, ThinkingDone) and not done.closed and done.reasoning == "one two three HINT four five"
+    assert isinstance(done.decision, Exit) and done.decision.reason == "enough"
+    # streams: the chain, the resume after the pause (from the text so far), the restart after the hint
+    assert [c[len(prompt):] for c in be.calls] == ["", "one two", "one two three HINT"]
+
+
+def test_chain_run_folds_the_events_into_the_output():
+    seen, shown = [], []
+    chain, prompt, be = _protocol_chain()
+    out = chain.run(prompt, max_thinking=100, controller=_scripted_controller(seen),
+                    on_text=lambda channel, text: shown.append((channel, text)))
+    assert out.reasoning == "one two three HINT four five" and out.answer_text == "**Final Answer**\n\\boxed{1}"
+    assert (out.thinking_tokens, out.answer_tokens, out.forced_tokens, out.overhead_tokens) == (9, 1, 2 + 8, 0)
+    assert out.finish_reason == "exit" and not out.closed_naturally
+    assert [(e.event, e.at_token, e.detail) for e in out.trace] == [
+        ("nudge", 5, {"k": 1}), ("force_answer", 9, {"reason": "enough", "at": 9})]
+    assert {c for c, _ in shown} == {"reasoning"} and "".join(t for _, t in shown) == out.reasoning
+
+
+def test_chain_refuses_a_pause_while_paused():
+    from leanthink.methods.engine import Pause
+
+    chain, prompt, be = _protocol_chain()
+    with pytest.raises(RuntimeError, match="while paused"):
+        chain.run(prompt, max_thinking=100, controller=lambda s: Pause())

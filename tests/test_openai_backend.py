@@ -1,5 +1,7 @@
 """The OpenAI-compatible backend against a real llama-cpp-python server on 127.0.0.1."""
 
+import json
+
 import pytest
 
 from leanthink import solve
@@ -60,10 +62,24 @@ def test_chat_mode_refuses_prefix_edits(chat):
         chat.stream("raw text", SamplingParams(max_tokens=4))
 
 
-def test_chat_mode_generates(chat):
-    p = chat.render_chat([{"role": "user", "content": "Say hi"}])
-    text = "".join(c.text for c in chat.stream(p, SamplingParams(max_tokens=6)))
-    assert text.strip()
+def test_chat_mode_streams_what_the_server_generates(chat, llama_server):
+    """Chat mode sends the messages as they are and reassembles the server's events into
+    exactly the text (and finish reason) the server gives for the same request unstreamed."""
+    import httpx
+
+    msgs = [{"role": "user", "content": "Say hi"}]
+    sent = []
+    chat.http.event_hooks["request"] = [lambda req: sent.append(json.loads(req.content))]
+    try:
+        chunks = list(chat.stream(chat.render_chat(msgs), SamplingParams(max_tokens=6)))
+    finally:
+        chat.http.event_hooks["request"] = []
+    assert [b["messages"] for b in sent] == [msgs] and sent[0]["stream"] is True and sent[0]["max_tokens"] == 6
+    body = {**sent[0], "stream": False}
+    want = httpx.post(f"{llama_server}/chat/completions", json=body, timeout=60).json()["choices"][0]
+    assert "".join(c.text for c in chunks) == want["message"]["content"]
+    assert chunks[-1].finish_reason == ("length" if want["finish_reason"] == "length" else "stop")
+    assert sum(1 for c in chunks if c.text) <= 6 and all(c.finish_reason is None for c in chunks[:-1])
 
 
 def test_unreachable_server_is_a_clear_error():

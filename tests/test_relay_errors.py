@@ -178,6 +178,26 @@ def test_stream_without_final_blank_line_is_terminated():
     assert _events(out) == [CHUNK.decode().strip(), "data: [DONE]"]
 
 
+def test_stream_counts_events_and_sees_done_only_as_an_event():
+    """Events are parsed (`backends/sse.py`), not searched for substrings: text that says
+    `data: [DONE]` neither counts as an event nor ends the stream."""
+    from leanthink.server.relay import Relay
+
+    tricky = b'data: {"choices":[{"delta":{"content":"a line data: [DONE] data:"}}]}\n\n'
+
+    async def go(parts):
+        counter = [0]
+        out = b""
+        async for b in Relay.iter_stream(httpx.Response(200, stream=_Stream(parts, False)), counter):
+            out += b
+        return out, counter[0]
+
+    out, n = asyncio.run(go([CHUNK, tricky[:20], tricky[20:], b": ping\n\n"]))
+    assert n == 2 and _events(out)[-1] == "data: [DONE]" and out.endswith(b"\n\n" + b"data: [DONE]\n\n")
+    out, n = asyncio.run(go([CHUNK, b"data: [DONE]\n\n"]))
+    assert n == 2 and out == CHUNK + b"data: [DONE]\n\n"
+
+
 def test_health_check_is_cached_and_reports_down():
     h = Counting(httpx.Response(200, json={"data": []}), httpx.ConnectError("refused"))
     relay = _relay(h)

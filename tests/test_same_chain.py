@@ -15,10 +15,10 @@ import re
 import pytest
 
 from leanthink.api import solve
-from leanthink.backends.base import BaseBackend, Chunk, SamplingParams
+from leanthink.backends.base import BackendWrapper, BaseBackend, Chunk, SamplingParams
 from leanthink.backends.cache import CachedBackend, GenerationCache
 from leanthink.backends.continuation import Continuation
-from leanthink.methods.engine import _Track
+from leanthink.methods.chain_text import Track as _Track
 
 from .conftest import DATA_DIR
 
@@ -192,27 +192,13 @@ def _gsm8k(n: int) -> list[str]:
         return [json.loads(line)["question"] for _, line in zip(range(n), f)]
 
 
-class Recorder(BaseBackend):
+class Recorder(BackendWrapper):
     """Passes everything through and records each stream's prompt and token ids."""
 
     def __init__(self, real):
-        self.real, self.name, self.model_id = real, real.name, real.model_id
-        self.capabilities = real.capabilities
+        super().__init__(real)
+        self.real = real
         self.streams: list[tuple[str, list[int]]] = []
-
-    def __getattr__(self, name):  # exact_continuation, chat_template, n_ctx, ...
-        if name == "real":
-            raise AttributeError(name)
-        return getattr(self.real, name)
-
-    def encode(self, text):
-        return self.real.encode(text)
-
-    def count_tokens(self, text):
-        return self.real.count_tokens(text)
-
-    def render_chat(self, messages, add_generation_prompt=True, **kw):
-        return self.real.render_chat(messages, add_generation_prompt, **kw)
 
     def stream(self, prompt, params):
         ids: list[int] = []

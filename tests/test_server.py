@@ -1,16 +1,16 @@
 """`leanthink serve` as a real process on 127.0.0.1, driven by the official `openai` client.
 
-SmolLM2-135M cannot do math; these tests check the protocol, the method plumbing, limits,
-cancellation and upstream failures, with small token caps so the file runs in about a minute.
+Smoke tests of what needs a real socket or a real engine: answers and streams from SmolLM2
+(which cannot do math), a method's mechanism firing on it, the token cap on real engines,
+cancellation when the client goes away, an upstream that dies. The protocol itself (errors,
+method selection, auth, 429, SSE format) is tested in process in test_server_inprocess.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -102,14 +102,6 @@ def _error(resp: httpx.Response, status: int) -> dict:
 # -- basics -------------------------------------------------------------------------------
 
 
-def test_health_and_models(server):
-    h = httpx.get(server.base + "/health").json()
-    assert h["status"] == "ok" and h["model"] == MODEL and h["backend"] == "llama.cpp"
-    ids = [m.id for m in server.client().models.list().data]
-    assert ids[0] == MODEL
-    assert {f"deer/{MODEL}", f"think/{MODEL}", f"passthrough/{MODEL}"} <= set(ids)
-
-
 def test_non_streaming_chat(server):
     r = server.client().chat.completions.create(model=MODEL, messages=Q, max_completion_tokens=40)
     assert r.object == "chat.completion" and r.model == MODEL and len(r.choices) == 1
@@ -158,18 +150,6 @@ def test_streaming_reasoning_then_content_with_usage(server):
     assert ext["method"].startswith("think") and isinstance(ext["trace"], list)
 
 
-def test_sse_wire_format(server):
-    with httpx.stream("POST", server.base + "/v1/chat/completions", timeout=60,
-                      json={"model": MODEL, "messages": Q, "max_tokens": 12, "stream": True}) as r:
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
-    assert events[-1] == "[DONE]"
-    first = json.loads(events[0])
-    assert first["object"] == "chat.completion.chunk" and first["choices"][0]["delta"]["role"] == "assistant"
-    last = json.loads(events[-2])
-    assert last["choices"][0]["finish_reason"] in ("stop", "length")
-
-
 # -- method selection ------------------------------------------------------------------------
 
 
@@ -181,35 +161,6 @@ def test_method_via_model_prefix(server):
     assert r.model == f"deer/{MODEL}"
     r = c.chat.completions.create(model=f"chain-of-draft+deer/{MODEL}", messages=Q, max_completion_tokens=40)
     assert r.leanthink["method"].startswith("chain-of-draft+deer")
-
-
-def test_method_via_extra_body(server):
-    r = server.client().chat.completions.create(
-        model=MODEL, messages=Q, max_completion_tokens=60,
-        extra_body={"leanthink": {"method": "budget", "max_thinking": 8}})
-    ext = r.leanthink
-    assert ext["method"] == "budget(max_thinking=8)" and ext["method_source"] == "body"
-    assert r.usage.completion_tokens_details.reasoning_tokens <= 8
-    assert any(ev["event"] == "budget" for ev in ext["trace"])
-    # parameters alone apply to the method named by the prefix
-    r = server.client().chat.completions.create(
-        model=f"deer/{MODEL}", messages=Q, max_completion_tokens=40, extra_body={"leanthink": {"threshold": 0.5}})
-    assert r.leanthink["method"].startswith("deer(threshold=0.5")
-
-
-def test_reasoning_effort(server):
-    c = server.client()
-    r = c.chat.completions.create(model=MODEL, messages=Q, reasoning_effort="low", max_completion_tokens=400)
-    assert r.leanthink["method"] == "budget(max_thinking=256)" and r.leanthink["method_source"] == "reasoning_effort"
-    assert r.usage.completion_tokens_details.reasoning_tokens <= 256
-    r = c.chat.completions.create(model=MODEL, messages=Q, reasoning_effort="high", max_completion_tokens=30)
-    assert r.leanthink["method"].startswith("think")
-    # an explicit method wins over reasoning_effort
-    r = c.chat.completions.create(model=f"direct/{MODEL}", messages=Q, reasoning_effort="high", max_completion_tokens=30)
-    assert r.leanthink["method"].startswith("direct") and r.usage.completion_tokens_details.reasoning_tokens == 0
-    err = _error(httpx.post(server.base + "/v1/chat/completions", timeout=30,
-                            json={"model": MODEL, "messages": Q, "reasoning_effort": "extreme"}), 400)
-    assert err["param"] == "reasoning_effort"
 
 
 @pytest.mark.parametrize("method", ["think", "deer", "sc(k=2)", "spec-reason", "passthrough"])
@@ -227,60 +178,7 @@ def test_max_completion_tokens_is_a_hard_cap(server, method):
     assert 0 < usage.completion_tokens <= cap
 
 
-def test_n_choices_and_legacy_completions(server):
-    r = server.client().chat.completions.create(model=MODEL, messages=Q, n=2, max_completion_tokens=16, temperature=0.8)
-    assert [c.index for c in r.choices] == [0, 1] and r.usage.completion_tokens <= 32
-    r = server.client().completions.create(model=MODEL, prompt="What is 2+3?", max_tokens=24)
-    assert r.object == "text_completion" and r.choices[0].text.strip()
-    assert 0 < r.usage.completion_tokens <= 24
-
-
-# -- errors --------------------------------------------------------------------------------
-
-
-def test_openai_style_errors(server):
-    url = server.base + "/v1/chat/completions"
-    post = lambda body, **kw: httpx.post(url, json=body, timeout=30, **kw)  # noqa: E731
-    err = _error(post({"model": MODEL, "messages": Q, "leanthink": {"method": "nope"}}), 400)
-    assert err["code"] == "unknown_method" and "Known methods" in err["message"] and err["type"] == "invalid_request_error"
-    err = _error(post({"model": f"nope/{MODEL}", "messages": Q}), 400)
-    assert err["param"] == "model" and "unknown method" in err["message"]
-    err = _error(post({"model": MODEL, "messages": Q, "leanthink": {"method": "deer", "threshold": 5}}), 400)
-    assert "threshold" in err["message"]
-    err = _error(post({"model": MODEL, "messages": Q, "leanthink": {"method": "think", "bogus": 1}}), 400)
-    assert "bogus" in err["message"]
-    assert _error(post({"model": MODEL, "messages": Q, "n": 3}), 400)["param"] == "n"
-    assert _error(post({"model": MODEL, "messages": Q, "max_completion_tokens": 100000}), 400)["param"] == "max_completion_tokens"
-    assert _error(post({"model": MODEL, "messages": Q, "tools": [{"type": "function"}]}), 400)["param"] == "tools"
-    assert _error(post({"model": MODEL, "messages": [{"role": "assistant", "content": "hi"}]}), 400)
-    assert _error(post({"model": "gpt-4", "messages": Q}), 404)["code"] == "model_not_found"
-    assert _error(post({"model": MODEL, "messages": "not a list"}), 422)["code"] == "invalid_schema"
-    assert _error(post({"messages": Q}), 422)["param"] == "model"
-    assert _error(httpx.post(url, content=b"{not json", timeout=30), 400)["code"] == "invalid_json"
-    big = {"model": MODEL, "messages": [{"role": "user", "content": "x" * 1_200_000}]}
-    assert _error(post(big), 413)["code"] == "body_too_large"
-    assert _error(httpx.get(server.base + "/v1/nothing"), 404)
-    # through the official client: a typed exception carrying the same body
-    with pytest.raises(openai.BadRequestError) as exc:
-        server.client().chat.completions.create(model=MODEL, messages=Q, extra_body={"leanthink": {"method": "nope"}})
-    assert exc.value.status_code == 400 and exc.value.body["code"] == "unknown_method"
-    m = server.metrics()
-    assert m["leanthink_errors_total{status=400}"] >= 8 and m["leanthink_errors_total{status=413}"] >= 1
-
-
-# -- auth, limits, cancellation ------------------------------------------------------------------
-
-
-def test_api_key(limited):
-    with pytest.raises(openai.AuthenticationError) as exc:
-        limited.client(key="wrong").chat.completions.create(model=MODEL, messages=Q, max_completion_tokens=8)
-    assert exc.value.status_code == 401 and exc.value.body["code"] == "invalid_api_key"
-    err = _error(httpx.post(limited.base + "/v1/chat/completions", json={"model": MODEL, "messages": Q}), 401)
-    assert err["code"] == "missing_api_key"
-    assert httpx.get(limited.base + "/v1/models").status_code == 401
-    r = limited.client(key=KEY).chat.completions.create(model=MODEL, messages=Q, max_completion_tokens=8)
-    assert r.choices[0].message.content is not None
-    assert httpx.get(limited.base + "/health").status_code == 200  # probes need no key
+# -- cancellation ------------------------------------------------------------------
 
 
 def _wait_idle(server: Server, timeout: float = 20) -> None:
@@ -291,35 +189,6 @@ def _wait_idle(server: Server, timeout: float = 20) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"server still busy: {h}")
-
-
-def test_queue_full_gives_429(limited):
-    c = limited.client(key=KEY)
-    _wait_idle(limited)
-    stream = c.chat.completions.create(model=MODEL, messages=LONG_Q, max_completion_tokens=1500, stream=True)
-    it = iter(stream)
-    next(it)  # the first request holds the only slot
-    results: list = []
-
-    def second():
-        try:
-            c.chat.completions.create(model=MODEL, messages=Q, max_completion_tokens=8)
-            results.append("ok")
-        except openai.RateLimitError as exc:
-            results.append(exc)
-
-    t = threading.Thread(target=second)
-    t.start()
-    t.join(30)
-    stream.close()
-    assert len(results) == 1 and isinstance(results[0], openai.RateLimitError), results
-    exc = results[0]
-    assert exc.status_code == 429 and exc.body["code"] == "queue_full"
-    assert exc.response.headers.get("retry-after") == "1"
-    _wait_idle(limited)  # the disconnected stream released its slot
-    r = c.chat.completions.create(model=MODEL, messages=Q, max_completion_tokens=8)
-    assert r.usage.completion_tokens > 0
-    assert limited.metrics()["leanthink_errors_total{status=429}"] >= 1
 
 
 def test_disconnect_cancels_generation(limited):

@@ -10,6 +10,7 @@ and through a real llama-cpp-python server.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -258,13 +259,8 @@ def test_openai_completions_upstream_gets_neutralized_text(llama_server):
 
     be = OpenAIBackend(llama_server, "smollm2-135m", template="chatml", mode="completions")
     sent = []
-    real_stream = be.http.stream
-
-    def spy(method, url, **kw):
-        sent.append(kw["json"]["prompt"])
-        return real_stream(method, url, **kw)
-
-    be.http.stream = spy
+    be.http.event_hooks["request"] = [
+        lambda req: sent.append(json.loads(req.content)["prompt"]) if req.url.path.endswith("/completions") else None]
     try:
         prompt = be.render_chat([{"role": "user", "content": ATTACK}])
         from leanthink.backends.base import SamplingParams

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Sequence
 
-from .backends.base import BaseBackend, Chunk, SamplingParams
+from .backends.base import BackendWrapper, BaseBackend, Chunk, SamplingParams, closing_stream
 from .errors import ConfigError
 from .loading import ModelLoader, default_loader
 from .methods import Method, PromptStyle, Task, get_method
@@ -50,12 +50,11 @@ def resolve_method(method: str | Method, budget: int | None = None, *, budget_na
     if budget is not None:
         if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
             raise ConfigError(f"budget must be a positive integer number of tokens, got {budget!r}")
-        target = getattr(m, "second", m)
-        bp = type(target).budget_param
-        if bp is None:
+        target = m.budget_target()
+        if target.budget_param is None:
             raise ConfigError(f"method '{target.name}' has no token budget; drop {budget_name} or pick a method "
                               "that has one, e.g. 'budget' or 'think'")
-        m = get_method(method, **{**params, bp: budget})
+        m = m.with_budget(budget)
     return m
 
 
@@ -172,45 +171,22 @@ class _Stopped(BaseException):
     method's `except Exception` swallows it)."""
 
 
-class _LiveBackend(BaseBackend):
+class _LiveBackend(BackendWrapper):
     """The caller's backend plus `on_text` (which `Chain.run` reports text through) and a stop
     flag checked at every token, so closing the iterator stops generation."""
 
     def __init__(self, inner: BaseBackend, on_text, stopped: threading.Event):
-        self._inner, self.on_text, self._stopped = inner, on_text, stopped
-        self.name, self.model_id, self.capabilities = inner.name, inner.model_id, inner.capabilities
-        self.family_override = getattr(inner, "family_override", None)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_inner", "_stopped"):
-            raise AttributeError(name)
-        return getattr(self._inner, name)
-
-    def encode(self, text: str) -> list[int]:
-        return self._inner.encode(text)
-
-    def count_tokens(self, text: str) -> int:
-        return self._inner.count_tokens(text)
-
-    def render_chat(self, messages, add_generation_prompt: bool = True, **kwargs) -> str:
-        return self._inner.render_chat(messages, add_generation_prompt=add_generation_prompt, **kwargs)
-
-    def close(self) -> None:  # the caller's backend outlives the stream
-        pass
+        super().__init__(inner)
+        self.on_text, self._stopped = on_text, stopped
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
         if self._stopped.is_set():
             raise _Stopped()
-        inner = self._inner.stream(prompt, params)
-        try:
+        with closing_stream(self.inner.stream(prompt, params)) as inner:
             for chunk in inner:
                 if self._stopped.is_set():
                     raise _Stopped()
                 yield chunk
-        finally:
-            close = getattr(inner, "close", None)
-            if close:
-                close()
 
 
 def stream_solve(
@@ -249,8 +225,7 @@ def stream_solve(
 
 def _stream(m: Method, task: Task) -> Iterator[StreamEvent]:
     natural = task.answer_format == "natural"
-    target = getattr(m, "second", m)
-    live = target.kind not in ("sampling", "collab")
+    live = m.one_chain
     events: queue.Queue = queue.Queue()
     stopped = threading.Event()
     on_text = (lambda ch, text: events.put(("delta", ch, text))) if live else None

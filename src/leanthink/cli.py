@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import nullcontext
 from typing import List, Optional
 
 import typer
@@ -97,13 +98,12 @@ def solve(
     from . import api
 
     try:
-        if question == "-":
-            question = sys.stdin.read()
-        if not question.strip():
-            raise ConfigError("the question is empty" + (" (nothing on stdin)" if question == "" else ""))
+        question = _read_question(question)
+        # Resolved here only to word a budget error as `--budget` and to label the spinner;
+        # `api.solve` does the work.
         m = api.resolve_method(method, budget, budget_name="--budget")
         be = api.get_backend(model, quiet=as_json)
-        with err.status(f"[dim]{escape(m.spec)} on {escape(be.model_id)}…", spinner="dots") if not as_json else _nullctx():
+        with nullcontext() if as_json else err.status(f"[dim]{escape(m.spec)} on {escape(be.model_id)}…", spinner="dots"):
             res = api.solve(question, m, backend=be, seed=seed, temperature=temperature, system=system,
                             answer_format=answer_format)
     except LeanthinkError as exc:
@@ -112,6 +112,19 @@ def solve(
     if as_json:
         print(res.model_dump_json(indent=2))
         return
+    _print_result(res, show_reasoning)
+
+
+def _read_question(question: str) -> str:
+    """The question, from stdin for `-`; an empty one fails before any model loads."""
+    if question == "-":
+        question = sys.stdin.read()
+    if not question.strip():
+        raise ConfigError("the question is empty" + (" (nothing on stdin)" if question == "" else ""))
+    return question
+
+
+def _print_result(res, show_reasoning: bool) -> None:
     if show_reasoning and res.reasoning:
         label = "reasoning (emulated thinking)" if res.emulated_thinking else "reasoning"
         console.print(Panel(Text(res.reasoning), title=label, border_style="dim", title_align="left"))
@@ -126,14 +139,6 @@ def solve(
         f"overhead {u.overhead} · total {u.total} tokens · {res.latency_s:.1f}s · finish {res.finish_reason}", style="dim"))
     for ev in res.trace:
         console.print(Text(f"  trace: {ev.describe()}", style="dim"))
-
-
-class _nullctx:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def _method_rows(names: list[str]) -> list[dict]:
@@ -166,7 +171,7 @@ def methods(
         except LeanthinkError as exc:
             _fail(exc)
             return
-        target = getattr(m, "second", m)
+        target = m.budget_target()
         row = _method_rows([target.name])[0]
         if as_json:
             print(json.dumps(row, indent=2, default=str))
@@ -257,8 +262,6 @@ def bench(
     generation_cache: bool = typer.Option(False, "--generation-cache/--no-generation-cache", help="Replay chains already generated with the same prompt and seed (stored in OUT/generations.sqlite): sampling methods share sc's samples, as a paired comparison. Tokens are still counted in full; latency adds the recorded engine time of replayed chains."),
 ):
     """Run methods on a dataset; store every item; report accuracy vs tokens."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from .eval.runner import BenchConfig, command_line, default_out, run_bench
 
     if method_alias is not None:
@@ -271,13 +274,35 @@ def bench(
                       data_dir=data_dir, skip_bad=skip_bad, command=command_line(), force=force)
     if limit is not None and limit <= 0:
         _fail(LeanthinkError(f"--limit must be a positive integer, got {limit}"))
+    progress, on_progress = _bench_progress(out)
+    try:
+        with progress:
+            store = run_bench(cfg, on_progress=on_progress)
+    except LeanthinkError as exc:
+        _fail(exc)
+        return
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted[/]: finished items are saved in {escape(out)}; rerun the same command to continue.")
+        raise typer.Exit(130)
+    ds = store.get_meta("dataset", {})
+    if ds.get("skipped"):
+        err.print(f"[yellow]skipped {len(ds['skipped'])} malformed dataset line(s)[/] (listed in the report)")
+    if report_:
+        _print_report(out, force=force)
+
+
+def _bench_progress(out: str):
+    """(a rich Progress to enter, the `on_progress` callback for `run_bench`): live bars on a
+    terminal; in logs and CI, a plain line every few items instead."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         console=err,
     )
     tasks: dict[str, int] = {}
-    plain = not err.is_terminal  # logs and CI: a line every few items instead of a live bar
+    plain = not err.is_terminal
     t_start = time.time()
 
     def on_progress(st: dict) -> None:
@@ -295,20 +320,7 @@ def bench(
                 err.print(f"[dim]resuming: {st['done']} of {st['total']} (method, item) pairs already stored in {escape(out)}[/]")
         progress.update(tasks["items"], completed=st["done"], stats=escape(progress_stats(st)))
 
-    try:
-        with progress:
-            store = run_bench(cfg, on_progress=on_progress)
-    except LeanthinkError as exc:
-        _fail(exc)
-        return
-    except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted[/]: finished items are saved in {escape(out)}; rerun the same command to continue.")
-        raise typer.Exit(130)
-    ds = store.get_meta("dataset", {})
-    if ds.get("skipped"):
-        err.print(f"[yellow]skipped {len(ds['skipped'])} malformed dataset line(s)[/] (listed in the report)")
-    if report_:
-        _print_report(out, force=force)
+    return progress, on_progress
 
 
 def progress_stats(st: dict, max_methods: int = 4) -> str:
@@ -352,50 +364,15 @@ def _split_methods(s: str) -> list[str]:
 
 
 def _print_report(directory: str, html: Optional[str] = None, baseline: str = "think", force: bool = False) -> None:
+    from .cli_format import summary_table
     from .eval.report import build_report
 
     paths = build_report(directory, html=html, baseline=baseline, force=force)
     summary = json.loads(paths["summary"].read_text()) if "summary" in paths else None
     if summary:
-        _summary_table(summary, title=f"results in {directory}")
+        summary_table(console, summary, title=f"results in {directory}")
     for k, p in paths.items():
         console.print(Text(f"{k}: {p}", style="dim"))
-
-
-def _fmt_pct(x) -> str:
-    return "–" if x is None or x != x else f"{100 * x:.1f}%"
-
-
-def _fmt_num(x, nd=0) -> str:
-    return "–" if x is None or x != x else f"{x:,.{nd}f}"
-
-
-def _ratio(x) -> str:
-    return "–" if x is None or x != x else f"{x:.2f}×"
-
-
-def _summary_table(summary: dict, title: str) -> None:
-    t = Table(title=escape(title))
-    for col in ("method", "n", "accuracy (95% CI)", "mean tokens", "vs baseline", "vs oracle", "flips -/+", "p50 s"):
-        t.add_column(col, justify="right" if col != "method" else "left")
-    for m, v in summary["methods"].items():
-        vb = v.get("vs_baseline") or {}
-        lo, hi = v["accuracy_ci"]
-        t.add_row(
-            escape(m) + (" *" if m in summary.get("pareto", []) else ""), str(v["n"]),
-            f"{_fmt_pct(v['accuracy'])} ({_fmt_pct(lo)}–{_fmt_pct(hi)})", _fmt_num(v["tokens"]["total"]["mean"]),
-            _ratio(vb.get("token_ratio")) if vb else "baseline", _ratio(v.get("token_ratio_vs_oracle")),
-            f"{vb['right_to_wrong']}/{vb['wrong_to_right']}" if vb else "–", _fmt_num(v["latency_s"]["p50"], 1),
-        )
-    console.print(t)
-    o = summary.get("oracle") or {}
-    if o:
-        console.print(
-            f"oracle early exit: {_fmt_pct(o['share_with_pearl'])} of {o['n']} items have a pearl point; "
-            f"oracle mean {_fmt_num(o['oracle_tokens_mean'])} tokens vs baseline {_fmt_num(o['baseline_tokens_mean'])} "
-            f"({_ratio(o.get('oracle_vs_baseline'))}); pearl at {_fmt_pct(o['pearl_position_mean'])} of the chain on average"
-        )
-    console.print("[dim]* on the Pareto frontier (accuracy vs mean total tokens incl. overhead)[/]")
 
 
 @app.command()
@@ -420,7 +397,8 @@ def compare(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Compare two benchmark directories method by method, paired on their common items."""
-    from .cli_compare import compare_runs, render_compare
+    from .cli_format import render_compare
+    from .eval.compare import compare_runs
 
     try:
         result = compare_runs(dir_a, dir_b, map_ or [])

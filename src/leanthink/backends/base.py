@@ -9,8 +9,9 @@ do so transparently.
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 
 from ..errors import CapabilityError, ConfigError
 
@@ -102,12 +103,32 @@ class Completion:
 
 @runtime_checkable
 class Backend(Protocol):
-    """An inference engine. Implementations live one per module in this package."""
+    """An inference engine. Implementations live one per module in this package.
+
+    Every member below is part of the type: code that holds a backend reads them directly
+    (`BaseBackend` gives the defaults), never by probing with `getattr`. Optional abilities
+    are either a `Capabilities` flag that methods require up front (`hidden_states`,
+    `top_logprobs`, ...) or an attribute with a neutral default (`on_text` None,
+    `exact_continuation` False, ...)."""
 
     name: str
     """Engine name, e.g. `llama.cpp`, `openai`, `transformers`, `vllm`."""
     model_id: str
     capabilities: Capabilities
+    family_override: str | None
+    """The model family the user named (`#family=qwen3`); None: inferred from `model_id`."""
+    exact_continuation: bool
+    """`stream` takes a `Continuation` and evaluates its token ids exactly (llama.cpp, transformers)."""
+    approximate_counts: bool
+    """Token counts are estimates (an HTTP server without a tokenizer endpoint); may turn True
+    while the backend runs, so read it after the work."""
+    on_text: Callable[[str, str], None] | None
+    """Who listens to a chain's text as it is produced: `Chain.run` calls it with (channel,
+    delta), channel `reasoning` or `content` (a streaming wrapper sets it); None: nobody."""
+    hidden_size: int | None
+    """Width of the vectors `hidden_states_for` returns (with `capabilities.hidden_states`)."""
+    replayed_s: float
+    """Recorded engine seconds of the streams a generation cache replayed so far (0 without one)."""
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
         """Generate from a raw prompt. Closing the iterator early stops generation."""
@@ -117,17 +138,23 @@ class Backend(Protocol):
         """n independent samples (seeded `seed`, `seed+1`, ...)."""
         ...
 
-    def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True,
+                    **template_kwargs: Any) -> str:
         """Apply the model's chat template. Raises ConfigError if the model has none or it fails.
 
         Special-token strings inside message content come back marked (`chat_template`), so
-        that this engine's `encode`/`stream` tokenize them as text, never as control tokens."""
+        that this engine's `encode`/`stream` tokenize them as text, never as control tokens.
+        `template_kwargs` reach the template (`enable_thinking=False`)."""
         ...
 
     def encode(self, text: str) -> list[int]:
         ...
 
     def count_tokens(self, text: str) -> int:
+        ...
+
+    def hidden_states_for(self, text: str) -> Any:
+        """Last-layer hidden states of every position of `text` (needs `capabilities.hidden_states`)."""
         ...
 
     def close(self) -> None:
@@ -140,6 +167,12 @@ class BaseBackend:
     name = "base"
     model_id = ""
     capabilities = Capabilities()
+    family_override: str | None = None
+    exact_continuation = False
+    approximate_counts = False
+    on_text: Callable[[str, str], None] | None = None
+    hidden_size: int | None = None
+    replayed_s = 0.0
 
     def generate(self, prompt: str, params: SamplingParams, n: int = 1) -> list[Completion]:
         if n < 1:
@@ -162,6 +195,9 @@ class BaseBackend:
                 "transformers, or an OpenAI-compatible server in raw-completions mode)."
             )
 
+    def hidden_states_for(self, text: str) -> Any:
+        raise CapabilityError(f"the {self.name} backend for '{self.model_id}' gives no hidden states")
+
     def close(self) -> None:
         pass
 
@@ -170,6 +206,79 @@ class BaseBackend:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def closing_stream(stream: Iterator[Chunk]) -> closing:
+    """`with closing_stream(backend.stream(...)) as s:` closes the stream however the loop ends
+    (a break, an exception, a decision to stop), which is what stops generation on every engine:
+    our backends' streams are generators whose cleanup aborts the engine's work. A user's backend
+    may return a plain iterator, which has nothing to close; it is wrapped so that it has."""
+    if not hasattr(stream, "close"):
+        stream = (chunk for chunk in stream)
+    return closing(stream)
+
+
+def close_stream(stream: Iterator[Chunk]) -> None:
+    """Close a stream now (where a `with` block does not fit, e.g. across threads)."""
+    with closing_stream(stream):
+        pass
+
+
+class BackendWrapper(BaseBackend):
+    """A backend that adds one thing to another one (a generation cache, a request's token
+    cap, a live-text callback, one sample's bookkeeping) and passes the rest of the
+    `Backend` protocol to it. The forwarding is written out member by member, so a reader
+    sees what a wrapper passes on, and a new protocol member is forwarded here, once.
+    `_call` is the one hook for where the wrapped backend's calls run (an engine thread)."""
+
+    def __init__(self, inner: BaseBackend):
+        self.inner = inner
+        self.name = inner.name
+        self.model_id = inner.model_id
+        self.capabilities = inner.capabilities
+        self.family_override = inner.family_override
+        self.on_text = inner.on_text
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one call of the wrapped backend; here, in the caller's thread."""
+        return fn(*args, **kwargs)
+
+    # read through: the wrapped backend may change them while it runs
+    @property
+    def exact_continuation(self) -> bool:  # type: ignore[override]
+        return self.inner.exact_continuation
+
+    @property
+    def approximate_counts(self) -> bool:  # type: ignore[override]
+        return self.inner.approximate_counts
+
+    @property
+    def hidden_size(self) -> int | None:  # type: ignore[override]
+        return self.inner.hidden_size
+
+    @property
+    def replayed_s(self) -> float:  # type: ignore[override]
+        return self.inner.replayed_s
+
+    def stream(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
+        return self._call(self.inner.stream, prompt, params)
+
+    def encode(self, text: str) -> list[int]:
+        return self._call(self.inner.encode, text)
+
+    def count_tokens(self, text: str) -> int:
+        return self._call(self.inner.count_tokens, text)
+
+    def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = True,
+                    **template_kwargs: Any) -> str:
+        return self._call(self.inner.render_chat, messages, add_generation_prompt=add_generation_prompt,
+                          **template_kwargs)
+
+    def hidden_states_for(self, text: str) -> Any:
+        return self._call(self.inner.hidden_states_for, text)
+
+    def close(self) -> None:  # the wrapped backend belongs to whoever made it
+        pass
 
 
 def _with_seed(params: SamplingParams, seed: int) -> SamplingParams:

@@ -47,9 +47,9 @@ import time
 import zlib
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Generator, Iterator
 
-from .base import BaseBackend, Chunk, SamplingParams
+from .base import BackendWrapper, BaseBackend, Chunk, SamplingParams
 from .continuation import Continuation
 
 
@@ -112,43 +112,25 @@ class GenerationCache:
         return self._conn().execute("SELECT COUNT(*) FROM streams").fetchone()[0]
 
 
-class CachedBackend(BaseBackend):
+class CachedBackend(BackendWrapper):
     """Wraps a backend; `stream()` replays stored streams (see the module docstring)."""
 
-    def __init__(self, real: BaseBackend, cache: GenerationCache):
-        self.real = real
+    def __init__(self, inner: BaseBackend, cache: GenerationCache):
+        super().__init__(inner)
         self.cache = cache
-        self.name = real.name
-        self.model_id = real.model_id
-        self.capabilities = real.capabilities
-        self.family_override = getattr(real, "family_override", None)
         self._lock = threading.Lock()
-        self.replayed_s = 0.0
-        """Recorded engine seconds of every replayed chunk (the runner reads the difference per item)."""
+        self._replayed_s = 0.0
         self.replayed_tokens = 0
         self.generated_tokens = 0
 
-    def __getattr__(self, name: str):  # encode, render_chat, n_ctx, hidden_states_for, ...
-        if name == "real":
-            raise AttributeError(name)
-        return getattr(self.real, name)
-
-    def encode(self, text: str) -> list[int]:
-        return self.real.encode(text)
-
-    def count_tokens(self, text: str) -> int:
-        return self.real.count_tokens(text)
-
-    def render_chat(self, messages, add_generation_prompt=True, **kwargs) -> str:
-        return self.real.render_chat(messages, add_generation_prompt, **kwargs)
-
     @property
-    def exact_continuation(self) -> bool:
-        return bool(getattr(self.real, "exact_continuation", False))
+    def replayed_s(self) -> float:
+        """Recorded engine seconds of every replayed chunk (the runner reads the difference per item)."""
+        return self._replayed_s
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
         if params.hidden_states or (params.temperature > 0 and params.seed is None):
-            return self.real.stream(prompt, params)
+            return self.inner.stream(prompt, params)
         # The sampled tokens' own logprobs cost nothing extra, and asking for them does not change
         # what is sampled: store them always, so `sc` (no logprobs) and `rpc`/`bon` (logprobs) share
         # one stream. A reader that did not ask for them gets chunks without them, as uncached.
@@ -175,7 +157,8 @@ class CachedBackend(BaseBackend):
 
     def _stream(self, prompt: str, params: SamplingParams, key: str, strip: bool,
                 resume: Continuation | None = None) -> Iterator[Chunk]:
-        """`resume`: the reader continues `prompt`'s stream after `resume.tail_ids`."""
+        """Replay what is stored under `key` (up to the reader's cap), then generate the rest and
+        store it. `resume`: the reader continues `prompt`'s stream after `resume.tail_ids`."""
         def out(c: Chunk) -> Chunk:
             return replace(c, logprob=None, top_logprobs=None) if strip else c
 
@@ -185,27 +168,26 @@ class CachedBackend(BaseBackend):
         chunks, engine_s, complete = hit if hit is not None else ([], 0.0, False)
         start = 0
         if resume is not None:  # the reader's ids must be the stored stream's start
-            skip, n = list(resume.tail_ids), 0
-            while start < len(chunks) and n < len(skip):
-                n += len(chunks[start].token_ids)
-                start += 1
-            if [t for c in chunks[:start] for t in c.token_ids] != skip:
-                # Not the stored stream, or not all of it is stored: generate, do not store.
-                gen = iter(self.real.stream(resume, params))
-                try:
-                    for c in gen:
-                        with self._lock:
-                            self.generated_tokens += c.n_tokens
-                        yield out(c)
-                finally:
-                    close = getattr(gen, "close", None)
-                    if close is not None:
-                        close()
+            start = _after_ids(chunks, resume.tail_ids)
+            if start is None:  # not the stored stream, or not all of it is stored: generate, do not store
+                yield from self._generate(resume, params, out)
                 return
         if chunks and chunks[-1].finish_reason == "length":
             complete = False  # it stopped at its reader's cap, not on its own: a larger cap reads on
+        used, capped = yield from self._replay(chunks, start, params.max_tokens, complete, engine_s, out)
+        if capped or complete:
+            return
+        if chunks:  # a stored prefix (its first reader stopped there): continue it from the prefix
+            chunks[-1] = replace(chunks[-1], finish_reason=None)
+            prompt, params = self._after(prompt, chunks), replace(params, max_tokens=params.max_tokens - used)
+        yield from self._generate(prompt, params, out, store=(key, chunks, engine_s))
+
+    def _replay(self, chunks: list[Chunk], start: int, budget: int, complete: bool, engine_s: float,
+                out: Callable[[Chunk], Chunk]) -> Generator[Chunk, None, tuple[int, bool]]:
+        """Yield the stored chunks from `start` that fit the reader's cap `budget`; returns
+        (tokens replayed, whether the cap cut the stream)."""
         per = engine_s / max(len(chunks), 1)
-        budget, used, take = params.max_tokens, 0, start
+        used, take = 0, start
         for c in chunks[start:]:  # how many stored chunks fit this reader's cap
             if used + c.n_tokens > budget:
                 break
@@ -215,21 +197,22 @@ class CachedBackend(BaseBackend):
         for i in range(start, take):
             c = chunks[i]
             with self._lock:
-                self.replayed_s += per
+                self._replayed_s += per
                 self.replayed_tokens += c.n_tokens
             if i == take - 1 and capped:
                 c = replace(c, finish_reason="length")  # the cap, as the engine would report it
             elif i == len(chunks) - 1 and not complete:
-                c = replace(c, finish_reason=None)  # more follows from the continuation below
+                c = replace(c, finish_reason=None)  # more follows from the continuation
             yield out(c)
-        if capped or complete:
-            return
-        if chunks:  # a stored prefix (its first reader stopped there): continue it from the prefix
-            chunks[-1] = replace(chunks[-1], finish_reason=None)
-            gen = iter(self.real.stream(self._after(prompt, chunks), replace(params, max_tokens=budget - used)))
-        else:
-            gen = iter(self.real.stream(prompt, params))
+        return used, capped
+
+    def _generate(self, prompt: str, params: SamplingParams, out: Callable[[Chunk], Chunk],
+                  store: tuple[str, list[Chunk], float] | None = None) -> Iterator[Chunk]:
+        """Generate for real. `store` = (key, stored chunks, their engine seconds): append what
+        is generated and store the longer stream, timing the engine's `next()` calls."""
+        key, chunks, engine_s = store if store is not None else ("", [], 0.0)
         n_stored = len(chunks)
+        gen = iter(self.inner.stream(prompt, params))
         exhausted = False
         try:
             while True:
@@ -250,10 +233,20 @@ class CachedBackend(BaseBackend):
                 close = getattr(gen, "close", None)
                 if close is not None:
                     close()
-            if len(chunks) > n_stored:
+            if store is not None and len(chunks) > n_stored:
                 fin = chunks[-1].finish_reason
                 done = fin is not None and fin != "length" or (exhausted and fin is None)
                 self.cache.put(key, chunks, engine_s, complete=done)
 
-    def close(self) -> None:
-        self.real.close()
+    def close(self) -> None:  # unlike other wrappers, the cache owns what it wraps (the runner closes it)
+        self.inner.close()
+
+
+def _after_ids(chunks: list[Chunk], ids: list[int]) -> int | None:
+    """The index of the first stored chunk after `ids`, when the stored stream starts with
+    exactly those token ids; None when it does not (or not all of them are stored)."""
+    start, n = 0, 0
+    while start < len(chunks) and n < len(ids):
+        n += len(chunks[start].token_ids)
+        start += 1
+    return start if [t for c in chunks[:start] for t in c.token_ids] == list(ids) else None

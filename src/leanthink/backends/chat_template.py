@@ -32,12 +32,14 @@ Separate pieces are tokenized separately, so tokens at their boundaries can diff
 one-piece tokenization (a SentencePiece vocabulary may also add its space prefix there);
 this only happens when content holds special-token strings. Prompts without them are
 tokenized exactly as before.
+
+Rendering itself happens in the Jinja environment chat templates are written for
+(`template_env`: Hugging Face's, rebuilt), with the inputs transformers gives templates.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
@@ -74,18 +76,10 @@ def _one_line(exc: BaseException, limit: int = 300) -> str:
 
 @lru_cache(maxsize=16)
 def _compile(template: str):
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from .template_env import environment
 
-    def raise_exception(message: str):
-        raise TemplateError(message)
-
-    # loopcontrols ({% break %}/{% continue %}) as Hugging Face enables it: real templates use it.
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     try:
-        return env.from_string(template)
+        return environment().from_string(template)
     except Exception as exc:  # TemplateSyntaxError, or RecursionError on absurd nesting
         raise TemplateRenderError(f"the model's chat template does not parse: {_one_line(exc)}") from exc
 
@@ -99,10 +93,14 @@ def render(
     eos_token: str = "",
     add_generation_prompt: bool = True,
     specials: re.Pattern | None = GENERIC_SPECIALS,
+    tools: list[dict[str, Any]] | None = None,
+    documents: list[dict[str, Any]] | None = None,
     **extra,
 ) -> str:
-    """The rendered prompt, with special-token strings in message content marked (see the
-    module docstring). `specials` matches the engine's special-token strings."""
+    """The rendered prompt, as `transformers`' `apply_chat_template(..., tokenize=False)`
+    renders it (`template_env`), with special-token strings in user-supplied strings
+    (messages, tools, documents) marked (see the module docstring). `specials` matches the
+    engine's special-token strings; `extra` are template variables (`enable_thinking`)."""
     if not template:
         raise ConfigError(
             f"model '{model_id}' has no chat template, so a chat prompt cannot be built. "
@@ -111,15 +109,15 @@ def render(
     for m in messages:
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise ConfigError(f"each message needs 'role' and 'content', got {m!r}"[:300])
-    safe = [{k: _mark_value(v, specials) for k, v in m.items()} for m in messages]
+    safe = [_template_message(_plain(m, specials)) for m in messages]
     compiled = _compile(template)
     try:
         return compiled.render(
             messages=safe,
-            bos_token=bos_token,
-            eos_token=eos_token,
+            tools=_plain(tools, specials),
+            documents=_plain(documents, specials),
             add_generation_prompt=add_generation_prompt,
-            **extra,
+            **{"bos_token": bos_token, "eos_token": eos_token, **_plain(extra, None)},
         )
     except LeanthinkError:
         raise
@@ -131,6 +129,21 @@ def render(
                 else "uses an undefined value" if isinstance(exc, UndefinedError)
                 else "failed" if isinstance(exc, TemplateError) else f"failed ({type(exc).__name__})")
         raise TemplateRenderError(f"the chat template of '{model_id}' {what}: {_one_line(exc)}") from exc
+
+
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+"""Names a message's reasoning goes by; templates read `reasoning_content` (Qwen3) or `thinking`."""
+
+
+def _template_message(m: dict[str, Any]) -> dict[str, Any]:
+    """A message as transformers hands it to the template: keys whose value is None dropped
+    (a template handles a missing key, not a `None` one: `content: null` with tool calls),
+    and the reasoning, under whichever name it came, under both names templates read."""
+    m = {k: v for k, v in m.items() if v is not None}
+    reasoning = next((m[k] for k in _REASONING_FIELDS if k in m), None)
+    if reasoning is not None:
+        m = {"thinking": reasoning, **m, "reasoning_content": reasoning}
+    return m
 
 
 # -- marking special-token strings in content -----------------------------------------
@@ -146,15 +159,34 @@ def _marked(s: str) -> str:
     return s[0] + LIT_OPEN + s[1:] + LIT_CLOSE if s else s
 
 
-def _mark_value(v: Any, specials: re.Pattern | None) -> Any:
-    """Strings anywhere in a message (content, list-of-parts content, names) get marked."""
+def _plain(v: Any, specials: re.Pattern | None) -> Any:
+    """What a template may see: plain JSON-like data, strings marked (`mark`; not when
+    `specials` is None and nothing needs it). As in transformers, subclasses of str/int/float
+    are reduced to the base type and any other object (an image, a tensor, a model) becomes
+    a `<TypeName>` placeholder: the sandbox does not know which of their methods are unsafe."""
+    if v is None or type(v) in (bool, int, float):
+        return v
     if isinstance(v, str):
-        return mark(v, specials)
-    if isinstance(v, list):
-        return [_mark_value(x, specials) for x in v]
+        return mark(str.__str__(v), specials)
+    if isinstance(v, int):
+        return int.__int__(v)
+    if isinstance(v, float):
+        return float.__float__(v)
     if isinstance(v, dict):
-        return {k: _mark_value(x, specials) for k, x in v.items()}
-    return v
+        return {_plain(k, None): _plain(x, specials) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x, specials) for x in v]
+    if isinstance(v, tuple):
+        return tuple(_plain(x, specials) for x in v)
+    if type(v).__module__ == "numpy" and callable(getattr(v, "item", None)) and getattr(v, "ndim", None) == 0:
+        return _plain(v.item(), specials)  # np.bool_(False) must not become a truthy placeholder
+    if callable(getattr(v, "model_dump", None)):  # pydantic models (e.g. the openai SDK's messages)
+        return _plain(v.model_dump(), specials)
+    import dataclasses
+
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _plain(getattr(v, f.name), specials) for f in dataclasses.fields(v)}
+    return f"<{type(v).__name__}>"
 
 
 def unmark(prompt: str) -> str:
@@ -270,7 +302,11 @@ CHATML = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-"""The ChatML template (Qwen, QwQ, SmolLM2), usable by name when a server hides its template."""
+"""Plain ChatML (Hugging Face's former default template), usable by name when a server hides
+its template. It is not any model's own template: it renders what Qwen2.5's and SmolLM2's
+templates render for a conversation that starts with a system message and has no tools,
+but without one they add a default system message, and QwQ/Qwen3 templates also rewrite
+past reasoning and open `<think>`. Prefer the model's own template (`template=`)."""
 
 BUILTIN_TEMPLATES = {"chatml": CHATML}
 

@@ -78,11 +78,13 @@ class LlamaCppBackend(BaseBackend):
         self._owner = None
 
     def _token_text(self, tok: int) -> str:
+        """The text of a special token (BOS, EOS, control markup); "" for none, or for a
+        piece that is not text on its own (a byte of a multi-byte character)."""
         if tok is None or tok < 0:
             return ""
         try:
-            return self.llm.detokenize([tok], special=True).decode("utf-8", errors="ignore")
-        except Exception:
+            return token_piece(self.llm, tok, special=True).decode("utf-8")
+        except UnicodeDecodeError:
             return ""
 
     # -- tokenizer -------------------------------------------------------------
@@ -229,9 +231,8 @@ class LlamaCppBackend(BaseBackend):
             tokens, tags = list(tokens), list(tags)
             stops = StopMatcher(params.stop)
             # A continuation may stop inside a multi-byte character: its bytes are still pending.
-            pending = _split_utf8(llm.detokenize(list(tail)))[1] if tail else b""
+            pending = _split_utf8(b"".join(token_piece(llm, t) for t in tail))[1] if tail else b""
             produced: list[int] = []
-            prev = list(tokens)
             eos = self._eos_ids
             try:
                 self._sync(tokens, tags)
@@ -243,8 +244,7 @@ class LlamaCppBackend(BaseBackend):
                         yield Chunk(tail_text, [tok], lp, top, finish_reason="stop")
                         return
                     produced.append(tok)
-                    pending += llm.detokenize([tok], prev_tokens=prev)
-                    prev.append(tok)
+                    pending += token_piece(llm, tok)
                     text, pending = _split_utf8(pending)
                     emit, stopped = stops.feed(text)
                     if stopped:
@@ -280,9 +280,13 @@ class LlamaCppBackend(BaseBackend):
         if k > 0:
             idx = np.argpartition(-logits, k)[:k]
             idx = idx[np.argsort(-logits[idx])]
-            top = {}
+            top: dict[str, float] = {}
             for i in idx:
-                top[self._token_text(int(i))] = float(logits[i] - lse)
+                key = top_key(token_piece(self.llm, int(i), special=True))
+                v = float(logits[i] - lse)
+                # Two tokens that add the same text are one alternative to a reader of text:
+                # their probabilities add (none is dropped, and none lands under a wrong key).
+                top[key] = float(np.logaddexp(top[key], v)) if key in top else v
         return lp, top
 
     def close(self) -> None:
@@ -293,6 +297,35 @@ class LlamaCppBackend(BaseBackend):
             except Exception:
                 pass
             self.llm = None
+
+
+def token_piece(llm, tok: int, special: bool = False) -> bytes:
+    """The bytes token `tok` adds to the text. Not `Llama.detokenize`: llama-cpp-python
+    0.3.x reads every piece into a 32-byte buffer and returns b"" for a longer one (240
+    tokens of Qwen2.5's vocabulary, 47 of SmolLM2's: runs of spaces, dashes, long words),
+    so text was lost and such tokens all shared the top-logprob key ""."""
+    import ctypes
+
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    size = 64
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_token_to_piece(vocab, tok, buf, size, 0, special)
+        if n >= 0:
+            return buf.raw[:n]
+        size = -n  # the buffer was too small: llama.cpp says how large it must be
+
+
+def top_key(piece: bytes) -> str:
+    """A top-logprob key: the token's text; a piece that is not text on its own (one byte
+    of a multi-byte character) is keyed by its bytes, `bytes:\\xe2\\x80`, as OpenAI's API
+    shows such tokens, so two different partial characters never share a key."""
+    try:
+        return piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + piece.decode("utf-8", errors="backslashreplace")
 
 
 def _extra_eos(llm) -> set[int]:
@@ -318,7 +351,7 @@ def _special_tokens(llm):
         attrs = [llama_cpp.llama_vocab_get_attr(vocab, i) for i in range(n)]
     except (AttributeError, TypeError):  # an older llama-cpp-python: control tokens detokenize to ""
         return [(i, True) for i in range(n)
-                if llm.detokenize([i], special=True) and not llm.detokenize([i], special=False)]
+                if token_piece(llm, i, special=True) and not token_piece(llm, i, special=False)]
     return [(i, bool(a & control)) for i, a in enumerate(attrs) if a & (control | user)]
 
 

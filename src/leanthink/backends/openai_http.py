@@ -14,21 +14,22 @@ The API key: `api_key=KEY` in the model string works but puts the key where stri
 shown (they are redacted, see `models.redact`); `api_key_env=NAME` reads it from the
 environment variable NAME; with neither, `LEANTHINK_UPSTREAM_API_KEY` is used if set.
 
-Retries: only what can succeed on a second try (connection failures, 502/503/504). Any
-other answer (a 400 for a bad field, a 500 from a crashed handler) is final and reported
-with the upstream's status and message.
+Retries: only what can succeed on a second try (no answer at all, 502/503/504), with the
+policy and the event parsing the proxy's relay shares (`backends/sse.py`). Any other
+answer (a 400 for a bad field, a 500 from a crashed handler) is final and reported with
+the upstream's status and message.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
+from contextlib import closing
 from typing import Any, Iterator
 
 from ..errors import BackendUnavailableError, CapabilityError, ConfigError
 from ..models import redact, register_secret
-from . import chat_template
+from . import chat_template, sse
 from .base import BaseBackend, Capabilities, Chunk, SamplingParams
 
 _CHAT_SENTINEL = "\x00leanthink-chat\x00"
@@ -40,9 +41,6 @@ FULL = Capabilities(logprobs=True, top_logprobs=True, prefix_continuation=True, 
 CHAT = Capabilities(logprobs=True, top_logprobs=True, prefix_continuation=False, hidden_states=False,
                     parallel_samples=True, token_ids=False, cancellation=True)
 UPSTREAM_KEY_ENV = "LEANTHINK_UPSTREAM_API_KEY"
-RETRY_STATUS = frozenset({502, 503, 504})
-"""Upstream answers worth retrying: a proxy or load balancer in front of a server that is
-restarting or overloaded. Everything else is the upstream's final word."""
 
 
 def resolve_api_key(api_key: str | None = None, api_key_env: str | None = None) -> str | None:
@@ -102,23 +100,21 @@ class OpenAIBackend(BaseBackend):
     def _root(self) -> str:
         return self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
 
-    def _request(self, method: str, url: str, **kw):
-        import httpx
+    @property
+    def retry(self) -> sse.RetryPolicy:
+        return sse.RetryPolicy(self.max_retries)
 
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            try:
-                r = self.http.request(method, url, **kw)
-                if r.status_code in RETRY_STATUS and attempt < self.max_retries:
-                    time.sleep(0.2 * 2**attempt)
-                    continue
-                return r  # any other status, 4xx and 500 included, is final: the caller reports it
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                # Nothing was answered (the GETs sent here are idempotent): worth another try.
-                last = exc
-                if attempt < self.max_retries:
-                    time.sleep(0.2 * 2**attempt)
-        raise BackendUnavailableError(f"cannot reach the OpenAI-compatible server at {self.shown_url}: {redact(str(last))}")
+    def _unreachable(self, exc: sse.Unanswered) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"cannot reach the OpenAI-compatible server at {self.shown_url}: {redact(str(exc.cause))}")
+
+    def _request(self, method: str, url: str, **kw):
+        """The answer, 4xx and 500 included (final: the caller reports it), after the retries
+        `sse.RetryPolicy` allows."""
+        try:
+            return sse.send(lambda: self.http.request(method, url, **kw), self.retry)
+        except sse.Unanswered as exc:
+            raise self._unreachable(exc) from exc.cause
 
     def _get_json(self, path: str) -> dict:
         r = self._request("GET", self.base_url + path)
@@ -138,36 +134,37 @@ class OpenAIBackend(BaseBackend):
 
         try:
             r = self.http.get(self._root() + "/props", timeout=5)
-            if r.status_code == 200:
-                return r.json().get("chat_template") or None
-        except (httpx.HTTPError, ValueError):
-            pass
-        return None
+            props = r.json() if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):  # no such route, or not JSON: not a llama.cpp server
+            return None
+        t = props.get("chat_template") if isinstance(props, dict) else None
+        return t if isinstance(t, str) and t else None
 
     # -- tokenizer -------------------------------------------------------------
     def _tokenize_remote(self, text: str) -> list[int] | None:
+        """Token ids from the server's tokenize route (leanthink's proxy, vLLM, llama.cpp),
+        None if it has none. A route that is missing, or answers something else than token
+        ids, is skipped; a server that cannot be reached is an error, not "no tokenizer"."""
+        import httpx
+
         routes = [self._tokenize_route] if self._tokenize_route else [
             "extras:/extras/tokenize", "vllm:/tokenize", "llamacpp:/tokenize"]
         for route in routes:
-            if route is None:
-                continue
             kind, path = route.split(":", 1)
             body: dict[str, Any] = {"extras": {"input": text, "model": self.served_model},
                                     "vllm": {"model": self.served_model, "prompt": text, "add_special_tokens": False},
                                     "llamacpp": {"content": text}}[kind]
             try:
-                r = self.http.post(self._root() + path, json=body, timeout=30)
-            except Exception:
-                continue
-            if r.status_code == 200:
-                try:
-                    data = r.json()
-                except ValueError:
-                    continue
-                toks = data.get("tokens")
-                if isinstance(toks, list):
-                    self._tokenize_route = route
-                    return [t if isinstance(t, int) else t.get("id", 0) for t in toks]
+                r = sse.send(lambda: self.http.post(self._root() + path, json=body, timeout=30), self.retry)
+            except (sse.Unanswered, httpx.TransportError) as exc:  # unreachable, or timed out
+                cause = getattr(exc, "cause", exc)
+                raise BackendUnavailableError(
+                    f"the server at {self.shown_url} did not answer a tokenize request ({path}): "
+                    f"{redact(str(cause)) or type(cause).__name__}") from cause
+            toks = _token_ids(r) if r.status_code == 200 else None
+            if toks is not None:
+                self._tokenize_route = route
+                return toks
         return None
 
     #: `encode` of a local tokenizer matching the served model (model option `tokenizer=`).
@@ -248,48 +245,34 @@ class OpenAIBackend(BaseBackend):
         return self._sse(self.base_url + "/chat/completions", body, chat=True, keep_top=bool(params.logprobs))
 
     def _sse(self, url: str, body: dict, chat: bool, keep_top: bool) -> Iterator[Chunk]:
-        """POST and parse server-sent events. Retries only before the first byte arrives;
+        """POST and parse server-sent events (`sse`). Retried only before the answer starts;
         leaving the iterator closes the connection, which stops generation on the server."""
         import httpx
 
-        attempts = 0
-        while True:
+        def post() -> httpx.Response:
+            return self.http.send(self.http.build_request("POST", url, json=body), stream=True)
+
+        try:
+            r = sse.send(post, self.retry)
+        except sse.Unanswered as exc:
+            raise self._unreachable(exc) from exc.cause
+        with closing(r):
+            if r.status_code >= 400:
+                r.read()
+                raise BackendUnavailableError(f"{redact(url)} answered {r.status_code}: {redact(r.text[:300])}")
             try:
-                with self.http.stream("POST", url, json=body) as r:
-                    if r.status_code >= 400:
-                        r.read()
-                        if r.status_code in RETRY_STATUS and attempts < self.max_retries:
-                            attempts += 1
-                            time.sleep(0.2 * 2**attempts)
-                            continue
-                        raise BackendUnavailableError(
-                            f"{redact(url)} answered {r.status_code}: {redact(r.text[:300])}")
-                    yield from self._parse(r, chat, keep_top)
-                    return
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                if attempts < self.max_retries:
-                    attempts += 1
-                    time.sleep(0.2 * 2**attempts)
-                    continue
-                raise BackendUnavailableError(
-                    f"cannot reach the OpenAI-compatible server at {self.shown_url}: {redact(str(exc))}") from exc
+                yield from self._parse(sse.iter_payloads(r.iter_bytes()), chat, keep_top)
+            except sse.StreamError as exc:
+                raise BackendUnavailableError(f"server error: {redact(exc.message)}") from None
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout) as exc:
                 raise BackendUnavailableError(f"the server at {self.shown_url} failed mid-stream: {redact(str(exc))}") from exc
 
-    def _parse(self, r, chat: bool, keep_top: bool) -> Iterator[Chunk]:
+    def _parse(self, payloads: Iterator[Any], chat: bool, keep_top: bool) -> Iterator[Chunk]:
         in_reasoning_field = False
-        for line in r.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                return
-            try:
-                obj = json.loads(data)
-            except ValueError:
-                continue
-            if "error" in obj:
-                raise BackendUnavailableError(f"server error: {redact(str(obj['error']))}")
+        for obj in payloads:
+            if not isinstance(obj, dict):
+                raise BackendUnavailableError(f"the server at {self.shown_url} sent an event that is not an object: "
+                                              f"{redact(json.dumps(obj))[:200]}")
             for choice in obj.get("choices", [])[:1]:
                 finish = choice.get("finish_reason")
                 if chat:
@@ -314,6 +297,19 @@ class OpenAIBackend(BaseBackend):
 
     def close(self) -> None:
         self.http.close()
+
+
+def _token_ids(r) -> list[int] | None:
+    """The ids of a tokenize answer (`{"tokens": [3, 4]}`, or llama.cpp's `[{"id": 3,
+    "piece": ...}]`), None if it is not one (another server's route of the same name)."""
+    try:
+        toks = r.json().get("tokens")
+    except (ValueError, AttributeError):  # not JSON, or not an object
+        return None
+    if not isinstance(toks, list):
+        return None
+    ids = [t.get("id") if isinstance(t, dict) else t for t in toks]
+    return ids if all(isinstance(i, int) and not isinstance(i, bool) for i in ids) else None
 
 
 def _finish(f: str | None) -> str | None:

@@ -56,6 +56,9 @@ class TransformersBackend(BaseBackend):
                 raise ConfigError(f"option threads must be an integer, got '{threads}'") from None
 
         source, gguf_file = _resolve_source(target, gguf_file)
+        self.source_dir = source if gguf_file is None and Path(source).is_dir() else None
+        """The model directory loaded (None for GGUF files and hub ids): where the latent
+        reasoning methods read the checkpoint's `latent.json` (chosen by whoever loaded it)."""
         if gguf_file:
             require("gguf", "transformers", "loading a GGUF file with transformers")
         self.model_id = model_id or target

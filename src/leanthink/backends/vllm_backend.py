@@ -88,7 +88,7 @@ class VLLMBackend(BaseBackend):
         return [self._chunks(o, params.logprobs) for o in outs[0].outputs]
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
-        return iter(self._run(prompt, params, 1)[0])
+        yield from self._run(prompt, params, 1)[0]
 
     def generate(self, prompt: str, params: SamplingParams, n: int = 1) -> list[Completion]:
         if n < 1:

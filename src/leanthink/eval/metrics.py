@@ -72,6 +72,9 @@ def method_metrics(records: list[dict], baseline: list[dict] | None = None) -> d
         "accuracy_per_1k_tokens": (1000 * acc / usage["total"]["mean"]) if n and usage["total"]["mean"] > 0 else float("nan"),
         "finish_reasons": dict(Counter(r.get("finish_reason", "?") for r in records)),
         "errors": sum(1 for r in records if r.get("error")),
+        # The grader failed on these answers (counted as not correct, but never judged): a
+        # non-zero count means the accuracy above is a lower bound, not a measurement.
+        "grade_errors": sum(1 for r in records if r.get("grade_error")),
         "samples_per_item": float(np.mean([r.get("samples", 1) for r in records])) if n else float("nan"),
     }
     if baseline is not None:
@@ -164,4 +167,5 @@ def summarize(records: list[dict], *, oracle: list[dict] | None = None, baseline
             ot = sum(oracle_by_item[_key(r)] for r in common)
             methods[m]["token_ratio_vs_oracle"] = (sum(r["usage"]["total"] for r in common) / ot) if ot else float("nan")
     points = {m: (v["tokens"]["total"]["mean"], v["accuracy"]) for m, v in methods.items()}
-    return {"baseline": baseline if base else None, "methods": methods, "oracle": orc, "pareto": pareto_front(points)}
+    return {"baseline": baseline if base else None, "methods": methods, "oracle": orc, "pareto": pareto_front(points),
+            "grade_errors": sum(v["grade_errors"] for v in methods.values())}

@@ -6,7 +6,7 @@ nothing here talks to a model. Three outputs from one `summarize()` call:
 
 * `summary.json`: the numbers, for scripts and `leanthink compare` (NaN written as null);
 * `report.md`: command, setup and tables, for a quick read or a pull request;
-* `report.html`: ONE self-contained file (inline CSS, figures as base64 PNG, no URL) that
+* `report.html` (Jinja2 template `templates/report.html.j2`, autoescaped): ONE self-contained file (inline CSS, figures as base64 PNG, no URL) that
   can be mailed or archived and still opens offline years later, with a per-item
   drill-down so a surprising number can be traced to the chains behind it.
 """
@@ -14,10 +14,10 @@ nothing here talks to a model. Three outputs from one `summarize()` call:
 from __future__ import annotations
 
 import base64
-import html as _html
 import io
 import json
 import math
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -29,17 +29,6 @@ from .store import Store
 
 META_KEYS = ("config", "versions", "dataset", "backend", "commands")
 DASH = "–"
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:#1d2330;max-width:1200px;margin:24px auto;padding:0 16px}
-h1{font-size:24px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #dde;padding-bottom:4px}
-table{border-collapse:collapse;margin:8px 0;font-size:13px}th,td{border:1px solid #dde;padding:4px 8px;text-align:right;vertical-align:top}
-th:first-child,td:first-child{text-align:left}th{background:#f3f5f9}tr:nth-child(even) td{background:#fafbfd}
-pre{background:#f6f7f9;padding:8px;white-space:pre-wrap;word-break:break-word;max-height:420px;overflow:auto;margin:4px 0}
-.note{background:#fff6df;border-left:4px solid #e8b100;padding:8px 12px}.muted{color:#667}
-.figs{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}figure{margin:0;flex:1 1 520px;max-width:600px}figure img{max-width:100%;border:1px solid #eee}figcaption{color:#556;font-size:12px}
-details{margin:4px 0}details>summary{cursor:pointer}.item{border:1px solid #e3e6ee;border-radius:4px;padding:4px 8px}
-.ok{color:#0a7a32;font-weight:bold}.bad{color:#c0262d;font-weight:bold}.item table{width:100%}.item th,.item td{text-align:left}.item td:last-child{width:55%}
-"""
 
 
 @dataclass
@@ -129,14 +118,11 @@ def _refuse_foreign(paths: dict[str, Path]) -> None:
 
 def _load(directory: Path) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """Read records, oracle rows and meta; an empty store is a user error, not a blank report."""
-    store = Store(directory, create=False)
-    try:
+    with closing(Store(directory, create=False)) as store:
         records, oracle = store.records(), store.oracle()
         # Stores written before redaction may hold an upstream key in a model string or a
         # command line: reports (and summary.json) never show it.
         meta = redact_obj({k: store.get_meta(k) for k in META_KEYS})
-    finally:
-        store.close()
     for r in records:
         if r.get("error"):
             r["error"] = redact(r["error"])
@@ -191,6 +177,7 @@ def _method_table(s: dict) -> tuple[list[str], list[list[str]]]:
 
     return header, [
         row("items (errors)", lambda m, v: f"{v['n']} ({v['errors']})"),
+        row("grading errors", lambda m, v: str(v.get("grade_errors", 0))),
         row("accuracy [95% CI]", lambda m, v: f"{_pct(v['accuracy'])} [{_f(v['accuracy_ci'][0], '.1f', 100)}, "
                                               f"{_f(v['accuracy_ci'][1], '.1f', 100)}]"),
         row("mean total tokens", lambda m, v: _f(v["tokens"]["total"]["mean"], ".1f")),
@@ -249,6 +236,14 @@ def _info(d: _Data) -> list[tuple[str, str]]:
 EMULATED_NOTE = ("Thinking was emulated: the model is an instruct model, not a reasoning model. Its own "
                  "step-by-step text up to the boxed answer is treated as the reasoning. Token savings may not "
                  "transfer to real reasoning models, whose chains are longer and more redundant.")
+def _grade_errors_note(s: dict) -> str:
+    """Why a non-zero grading-error count matters: those answers were never judged."""
+    n = s.get("grade_errors", 0)
+    which = ", ".join(f"{m} {v['grade_errors']}" for m, v in s["methods"].items() if v.get("grade_errors"))
+    return (f"the grader (math-verify) failed on {n} answer(s) ({which}). They count as not correct, so the "
+            "accuracy of these methods is a lower bound; the items below show each grader error.")
+
+
 PARETO_NOTE = "★ = on the Pareto frontier of accuracy vs mean total tokens per item (overhead included)."
 
 
@@ -265,6 +260,8 @@ def _markdown(d: _Data) -> str:
     lines = ["# leanthink benchmark report", ""]
     if d.emulated:
         lines += [f"> **Note:** {EMULATED_NOTE}", ""]
+    if s.get("grade_errors"):
+        lines += [f"> **Grading errors:** {_grade_errors_note(s)}", ""]
     lines += ["## Command", "", "```", *(d.meta.get("commands") or ["(not recorded)"]), "```", "", "## Setup", ""]
     lines += [f"- **{k}:** {v}" for k, v in _info(d)]
     lines += ["", "## Methods", "", f"Baseline: `{s['baseline'] or 'none (no `think` run)'}`. {PARETO_NOTE}", ""]
@@ -374,87 +371,49 @@ def _fig_exit(d: _Data) -> str | None:
 
 
 # -- HTML ------------------------------------------------------------------------------
-def _e(x: Any) -> str:
-    return _html.escape(str(x), quote=True)
+def _templates():
+    """The Jinja2 environment of the report templates (package data under eval/templates),
+    autoescaping every value: model and user text can never become markup."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    return Environment(loader=PackageLoader("leanthink.eval", "templates"), autoescape=select_autoescape(["html", "j2"]),
+                       undefined=StrictUndefined, keep_trailing_newline=True)
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def _item_rows(recs: dict[str, dict]) -> list[dict[str, Any]]:
+    return [{"method": m, "correct": bool(r["correct"]), "answer": r.get("answer") if r.get("answer") is not None else DASH,
+             "error": r.get("error"), "grade_error": r.get("grade_error"), "total": r["usage"]["total"],
+             "thinking": r["usage"]["thinking"], "finish": r.get("finish_reason", "?"), "reasoning": r.get("reasoning") or ""}
+            for m, r in recs.items()]
 
 
-def _figure(uri: str | None, caption: str, missing: str = "") -> str:
-    if uri is None:
-        return f"<p class='muted'>{_e(missing)}</p>"
-    return f"<figure><img alt='{_e(caption)}' src='{uri}'><figcaption>{_e(caption)}</figcaption></figure>"
-
-
-def _item_html(key: tuple[str, int], recs: dict[str, dict], pearl: dict | None, show_seed: bool) -> str:
-    """One collapsible item: question, gold, and each method's answer with its chain."""
-    first = next(iter(recs.values()))
-    marks = " · ".join(f"{_e(m)} <span class='{'ok' if r['correct'] else 'bad'}'>{'✓' if r['correct'] else '✗'}</span>"
-                       for m, r in recs.items())
-    title = _e(key[0]) + (f" (seed {key[1]})" if show_seed else "")
-    rows = []
-    for m, r in recs.items():
-        ans = _e(r.get("answer") if r.get("answer") is not None else DASH)
-        if r.get("error"):
-            ans += f"<br><span class='bad'>error: {_e(r['error'])}</span>"
-        reasoning = r.get("reasoning") or ""
-        chain = (f"<details><summary>reasoning ({len(reasoning)} chars)</summary><pre>{_e(reasoning)}</pre></details>"
-                 if reasoning else "<span class='muted'>none</span>")
-        ok = f"<span class='{'ok' if r['correct'] else 'bad'}'>{'✓' if r['correct'] else '✗'}</span>"
-        rows.append(f"<tr><td>{_e(m)}</td><td>{ans}</td><td>{ok}</td><td>{_e(r['usage']['total'])}</td>"
-                    f"<td>{_e(r['usage']['thinking'])}</td><td>{_e(r.get('finish_reason', '?'))}</td><td>{chain}</td></tr>")
-    where = ""
-    if pearl is not None:
-        pt = pearl.get("pearl_thinking_tokens")
-        where = (f"<p class='muted'>oracle: first correct cut at {_e(pt)} thinking tokens of {_e(pearl.get('thinking_tokens'))}</p>"
-                 if pt is not None else "<p class='muted'>oracle: no cut of the baseline chain gives the right answer</p>")
-    return (f"<details class='item'><summary><b>{title}</b> — {marks}</summary>"
-            f"<p><b>Question</b></p><pre>{_e(first.get('question', ''))}</pre><p><b>Gold:</b> {_e(first.get('gold'))}</p>{where}"
-            "<table><thead><tr><th>method</th><th>answer</th><th>correct</th><th>total tokens</th>"
-            f"<th>reasoning tokens</th><th>finish</th><th>reasoning</th></tr></thead><tbody>{''.join(rows)}</tbody></table></details>")
-
-
-def _drilldown(d: _Data) -> str:
+def _items(d: _Data) -> list[dict[str, Any]]:
+    """One entry per (item, seed): question, gold, oracle pearl and each method's answer and chain."""
     items: dict[tuple[str, int], dict[str, dict]] = {}
     for r in d.records:
         items.setdefault(_key(r), {})[r["method"]] = r
     oracle = {_key(o): o for o in d.oracle}
     show_seed = len({k[1] for k in items}) > 1
-    return "\n".join(_item_html(k, recs, oracle.get(k), show_seed) for k, recs in items.items())
+    out = []
+    for key, recs in items.items():
+        first = next(iter(recs.values()))
+        out.append({"id": key[0], "seed": key[1], "show_seed": show_seed, "question": first.get("question", ""),
+                    "gold": first.get("gold"), "pearl": oracle.get(key), "rows": _item_rows(recs)})
+    return out
 
 
 def _html_doc(d: _Data) -> str:
-    """The full self-contained page; every piece of model or user text goes through html.escape."""
+    """The full self-contained page (templates/report.html.j2)."""
     s = d.summary
-    note = f"<p class='note'><b>Note:</b> {_e(EMULATED_NOTE)}</p>" if d.emulated else ""
-    cmds = "\n".join(d.meta.get("commands") or ["(not recorded)"])
-    info = "".join(f"<tr><td>{_e(k)}</td><td style='text-align:left'>{_e(v)}</td></tr>" for k, v in _info(d))
-    if s["oracle"]:
-        oracle = _html_table(["oracle (first correct cut of each baseline chain)", "value"], _oracle_rows(s["oracle"]))
-    else:
-        oracle = "<p class='muted'>No oracle analysis in this directory (needs a <code>think</code> baseline and --oracle).</p>"
-    figs = "".join([
-        _figure(_fig_pareto(d), "Accuracy vs mean total tokens (95% CI). Line: Pareto frontier; star: oracle exit."),
-        _figure(_fig_hist(d), "Total tokens per item, by method."),
-        _figure(_fig_exit(d), "Exit point vs oracle pearl point, per item (non-baseline methods).",
-                "No exit-vs-oracle plot: no oracle pearl points, or no non-baseline method ran on those items."),
-    ])
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>leanthink report</title><style>{CSS}</style></head>
-<body>
-<h1>leanthink benchmark report</h1>
-{note}
-<h2>Command</h2><pre>{_e(cmds)}</pre>
-<h2>Setup</h2><table><tbody>{info}</tbody></table>
-<h2>Methods</h2><p>Baseline: <code>{_e(s['baseline'] or 'none')}</code>. {_e(PARETO_NOTE)}</p>
-{_html_table(*_method_table(s))}
-<h2>Figures</h2><div class="figs">{figs}</div>
-<h2>Oracle early exit</h2>{oracle}
-<h2>Items</h2><p class="muted">Click an item to see each method's answer and reasoning.</p>
-{_drilldown(d)}
-</body></html>
-"""
+    header, rows = _method_table(s)
+    figures = [
+        {"uri": _fig_pareto(d), "caption": "Accuracy vs mean total tokens (95% CI). Line: Pareto frontier; star: oracle exit."},
+        {"uri": _fig_hist(d), "caption": "Total tokens per item, by method."},
+        {"uri": _fig_exit(d), "caption": "Exit point vs oracle pearl point, per item (non-baseline methods).",
+         "missing": "No exit-vs-oracle plot: no oracle pearl points, or no non-baseline method ran on those items."},
+    ]
+    return _templates().get_template("report.html.j2").render(
+        emulated=d.emulated, emulated_note=EMULATED_NOTE, grade_errors=s.get("grade_errors", 0),
+        grade_errors_note=_grade_errors_note(s), commands="\n".join(d.meta.get("commands") or ["(not recorded)"]),
+        info=_info(d), baseline=s["baseline"], pareto_note=PARETO_NOTE, method_header=header, method_rows=rows,
+        figures=figures, oracle_rows=_oracle_rows(s["oracle"]) if s["oracle"] else None, items=_items(d))

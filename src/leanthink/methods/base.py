@@ -68,7 +68,7 @@ class Task:
         if temperature < 0:
             raise ConfigError(f"temperature must be >= 0, got {temperature}")
         check_answer_format(answer_format)
-        fam = family_for(backend.model_id, getattr(backend, "family_override", None))
+        fam = family_for(backend.model_id, backend.family_override)
         return cls(question.strip(), backend, fam, seed, temperature, models=models or default_loader(),
                    answer_format=answer_format)
 
@@ -123,6 +123,36 @@ class Method:
 
     def check(self, backend: BaseBackend) -> None:
         backend.require(set(self.needs), f"method '{self.name}'")
+
+    # -- the method a budget applies to ---------------------------------------------
+    def budget_target(self) -> "Method":
+        """The method that runs the chain(s), and so owns the token budget and answer caps:
+        the method itself; a composition's second method (its prompt-level first method only
+        shapes the prompt). `budget_target().budget_param` is the parameter `--budget` sets."""
+        return self
+
+    @property
+    def one_chain(self) -> bool:
+        """Runs a single chain (not `sampling` or `collab`): its text can stream as it is
+        produced, and it can be a sampling method's inner method."""
+        return self.budget_target().kind not in ("sampling", "collab")
+
+    def with_target_params(self, **changes: Any) -> "Method":
+        """A copy with parameters of `budget_target()` changed (validated: ConfigError if bad);
+        a composition keeps its prompt-level method as is."""
+        return with_params(self, **changes)
+
+    def with_budget(self, tokens: int, *, keep_explicit: bool = False) -> "Method":
+        """A copy whose token budget is `tokens` (ConfigError if the method has none).
+        `keep_explicit`: a budget the spec set itself wins, so `sc(inner=budget(max_thinking=9))`
+        keeps 9 for its samples whatever the sampling method's own cap."""
+        target = self.budget_target()
+        bp = target.budget_param
+        if bp is None:
+            raise ConfigError(f"method '{target.name}' has no token budget")
+        if keep_explicit and bp in target.params.model_fields_set:
+            return self
+        return self.with_target_params(**{bp: tokens})
 
     def resources(self) -> list[Resource]:
         """The models and probes this method will load through `task.models` (none by
@@ -193,6 +223,12 @@ class Composed(Method):
 
     def resources(self) -> list[Resource]:
         return self.first.resources() + self.second.resources()
+
+    def budget_target(self) -> Method:
+        return self.second
+
+    def with_target_params(self, **changes: Any) -> Method:
+        return Composed(self.first, with_params(self.second, **changes))
 
     def prepare(self, task: Task) -> Task:
         return self.second.prepare(self.first.prepare(task))

@@ -29,20 +29,20 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from ..backends.base import BaseBackend, SamplingParams
+from ..backends.base import BaseBackend, SamplingParams, closing_stream
 from ..errors import ConfigError
 from ..grading import extract_answer
 from ..reasoning import StreamSplitter, family_for
 from ..loading import SMALL
 from ..result import Result, TraceEvent, Usage
 from .base import Method, Resource, Task, register
-from .engine import Chain, ChainOutput, Stop, ThinkState, boxed_with_probs, build_prompt, to_result
+from .engine import Chain, ChainOutput, Decision, Exit, Pause, ThinkState, boxed_with_probs, build_prompt, to_result
 from .sampling import Votes, build_inner
 
 
 def task_on(task: Task, backend: BaseBackend, **changes) -> Task:
     """The same question on another backend (its own model family)."""
-    fam = family_for(backend.model_id, getattr(backend, "family_override", None))
+    fam = family_for(backend.model_id, backend.family_override)
     return replace(task, backend=backend, family=fam, pre_usage=Usage(), pre_trace=[], **changes)
 
 
@@ -69,6 +69,8 @@ class FastAnswer:
     forced: int
     overhead: int
     confidence: float | None
+    index: int = 0
+    """Position among the fast samples (breaks ties in the agreement vote)."""
 
     @property
     def total(self) -> int:
@@ -158,12 +160,11 @@ class Route(Method):
             conf = fast[0].confidence if fast[0].answer is not None else 0.0
             chosen = fast[0]
         else:
-            fast = [self.fast_answer(ft, p.fast_temperature, task.seed + i, False) for i in range(p.n_fast)]
-            shim = [_Ans(i, f.answer) for i, f in enumerate(fast)]
-            votes = Votes(shim)
-            top = votes.top()
+            fast = [replace(self.fast_answer(ft, p.fast_temperature, task.seed + i, False), index=i)
+                    for i in range(p.n_fast)]
+            top = Votes(fast).top()
             conf = len(top) / len(fast) if top else 0.0
-            chosen = fast[min(s.index for s in top)] if top else fast[0]
+            chosen = min(top, key=lambda f: f.index) if top else fast[0]
         escalate = chosen.answer is None or conf < p.threshold
         fast_tokens = sum(f.total for f in fast)
         route = TraceEvent(event="route", detail={
@@ -187,14 +188,6 @@ class Route(Method):
             answer_text=chosen.answer_text, reasoning=chosen.reasoning, finish_reason="stop", usage=usage,
             prompt=chosen.prompt, samples=len(fast), trace=list(task.pre_trace) + [route],
         )
-
-
-@dataclass
-class _Ans:
-    """Just enough of a Sample for `Votes`."""
-
-    index: int
-    answer: str | None
 
 
 # --------------------------------------------------------------------------- spec-reason
@@ -238,8 +231,7 @@ def gen_step(task: Task, prefix: str, cap: int, delim: str, seed: int) -> StepOu
     be, fam = task.backend, task.family
     splitter = StreamSplitter(fam, started_inside=True)
     text, tokens, after, closed = "", 0, 0, False
-    stream = be.stream(prefix, SamplingParams(max_tokens=cap + 64, temperature=task.temperature, seed=seed))
-    try:
+    with closing_stream(be.stream(prefix, SamplingParams(max_tokens=cap + 64, temperature=task.temperature, seed=seed))) as stream:
         for chunk in stream:
             was_open = not splitter.closed
             for channel, t in splitter.feed(chunk.text):
@@ -263,10 +255,6 @@ def gen_step(task: Task, prefix: str, cap: int, delim: str, seed: int) -> StepOu
             if tokens >= cap or chunk.finish_reason:
                 text += "".join(t for ch, t in splitter.flush() if ch == "reasoning")
                 break
-    finally:
-        close = getattr(stream, "close", None)
-        if close:
-            close()
     return StepOut(text, tokens, after, closed)
 
 
@@ -415,7 +403,7 @@ class ProbeExit(Method):
         p = self.params
         probe = task.models.probe(p.probe)
         be = task.backend
-        size = getattr(be, "hidden_size", None)
+        size = be.hidden_size
         if size and size != probe.dim:
             raise ConfigError(f"probe '{p.probe}' was trained on hidden states of size {probe.dim} "
                               f"({probe.model_id}); {be.model_id} has {size}")
@@ -424,20 +412,20 @@ class ProbeExit(Method):
         chain = Chain(task)
         state = {"checks": 0, "checked_len": 0, "probs": []}
 
-        def controller(s: ThinkState) -> Stop | None:
+        def controller(s: ThinkState) -> Decision | None:
             if s.n_tokens < p.min_tokens or state["checks"] >= p.max_checks:
                 return None
             text = s.reasoning
             if not text.endswith(delim) or not text.strip() or len(text) <= state["checked_len"]:
                 return None
             if not s.paused:  # never run the model while a stream is suspended
-                return Stop("pause")
+                return Pause()
             state["checked_len"] = len(text)
             state["checks"] += 1
             prob = probe.predict(be.hidden_states_for(prompt + text)[-1])
             state["probs"].append(round(prob, 4))
             if prob >= p.threshold:
-                return Stop("exit", reasoning=text, detail={"probe_prob": round(prob, 4), "checks": state["checks"]})
+                return Exit(reasoning=text, detail={"probe_prob": round(prob, 4), "checks": state["checks"]})
             return None
 
         out = chain.run(prompt, max_thinking=p.max_thinking, controller=controller)

@@ -6,10 +6,10 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field, model_validator
 
-from ..backends.base import SamplingParams
+from ..backends.base import SamplingParams, closing_stream
 from ..result import Result, TraceEvent
 from .base import Method, Task, register
-from .engine import Chain, ChainOutput, Stop, ThinkState, build_prompt, to_result
+from .engine import Chain, ChainOutput, Inject, ThinkState, build_prompt, to_result
 
 
 class BudgetParams(BaseModel):
@@ -82,15 +82,10 @@ class NoThink(Method):
             inject = "Final answer without reasoning: "
         out = ChainOutput(forced_tokens=task.backend.count_tokens(inject), trace=[TraceEvent(event="no_thinking")])
         text, n = "", 0
-        stream = task.backend.stream(prompt + inject, SamplingParams(max_tokens=self.params.max_answer, temperature=task.temperature, seed=task.seed))
-        try:
+        with closing_stream(task.backend.stream(prompt + inject, SamplingParams(max_tokens=self.params.max_answer, temperature=task.temperature, seed=task.seed))) as stream:
             for chunk in stream:
                 text += chunk.text
                 n += chunk.n_tokens
-        finally:
-            close = getattr(stream, "close", None)
-            if close:
-                close()
         out.answer_text, out.answer_tokens = text.strip(), n
         out.finish_reason = "stop"
         return to_result(task, self, out, prompt=prompt)
@@ -159,11 +154,11 @@ class ConciseHint(Method):
         prompt = build_prompt(task)
         state = {"next": p.interval, "count": 0}
 
-        def controller(s: ThinkState) -> Stop | None:
+        def controller(s: ThinkState) -> Inject | None:
             if state["count"] < p.max_hints and s.n_tokens >= state["next"] and s.chunk.text.endswith((" ", "\n", ".", ",")):
                 state["count"] += 1
                 state["next"] = s.n_tokens + max(p.interval, int(p.alpha * s.n_tokens))
-                return Stop("hint", inject=p.hint, detail={"n": state["count"]})
+                return Inject(p.hint, event="hint", detail={"n": state["count"]})
             return None
 
         out = Chain(task).run(prompt, max_thinking=p.max_thinking, controller=controller)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from ..result import Result
 from .base import Method, Task, register
-from .engine import Chain, ChainOutput, Stop, ThinkState, build_prompt, to_result
+from .engine import Chain, ChainOutput, Decision, Exit, Pause, ThinkState, build_prompt, to_result
 
 DEFAULT_CUES = ("Wait", "Alternatively", "\n\n")
 
@@ -55,12 +55,12 @@ class Deer(Method):
         breaks = [c for c in cues if not c.strip()]
         state = {"probes": 0, "checked_len": 0}
 
-        def controller(s: ThinkState) -> Stop | None:
+        def controller(s: ThinkState) -> Decision | None:
             if s.n_tokens < p.min_tokens or state["probes"] >= p.max_probes:
                 return None
             text = s.reasoning
             if not s.paused:  # cheap check while streaming; probe only after the stream is paused
-                return Stop("pause") if _find_cut(text, words, breaks, state["checked_len"]) is not None else None
+                return Pause() if _find_cut(text, words, breaks, state["checked_len"]) is not None else None
             cut = _find_cut(text, words, breaks, state["checked_len"])
             state["checked_len"] = len(text)
             if cut is None:
@@ -70,7 +70,7 @@ class Deer(Method):
             out.overhead_tokens += probe.tokens
             conf = probe.mean_prob if p.confidence == "mean" else probe.geo_prob
             if probe.closed and probe.answer is not None and conf >= p.threshold:
-                return Stop("exit", reasoning=text[:cut], answer=probe,
+                return Exit(reasoning=text[:cut], answer=probe,
                             detail={"confidence": round(conf, 4), "probes": state["probes"], "answer": probe.answer})
             return None
 
@@ -127,11 +127,11 @@ class Dynasor(Method):
         hedges = [h.lower() for h in p.hedges.split("|") if h]
         state = {"next": p.interval, "answers": [], "probes": 0}
 
-        def controller(s: ThinkState) -> Stop | None:
+        def controller(s: ThinkState) -> Decision | None:
             if s.n_tokens < state["next"]:
                 return None
             if not s.paused:
-                return Stop("pause")
+                return Pause()
             state["next"] = s.n_tokens + p.interval
             state["probes"] += 1
             probe = chain.probe(prompt, s.reasoning)
@@ -140,7 +140,7 @@ class Dynasor(Method):
             state["answers"].append(_norm(probe.answer) if certain else None)
             last = state["answers"][-p.agree:]
             if len(last) == p.agree and last[0] is not None and all(a == last[0] for a in last):
-                return Stop("exit", answer=probe, detail={"probes": state["probes"], "answer": probe.answer, "agreeing": p.agree})
+                return Exit(answer=probe, detail={"probes": state["probes"], "answer": probe.answer, "agreeing": p.agree})
             return None
 
         out = chain.run(prompt, max_thinking=p.max_thinking, controller=controller, out=out)

@@ -1,24 +1,34 @@
 """The generation loop shared by every single-chain method.
 
 `Chain` runs one reasoning chain: it streams from the prompt, attributes each token to
-the thinking or the answer phase, lets a controller stop the thinking early (budget,
-early exit), and forces the answer when thinking was cut or never closed. Methods
+the thinking or the answer phase, lets a controller pause, inject into or end the thinking
+(budget, early exit), and forces the answer when thinking was cut or never closed. Methods
 differ only in their controller and prompt, so the accounting lives here, once.
+
+Layers (as mlx-lm's `generate_step -> stream_generate -> generate`): `Chain._stream` reads
+one backend stream; `Chain.think` runs the controller protocol over streams and yields
+chain events (`chain_events`); `Chain.run` folds them into a `ChainOutput` and answers.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Generator, Iterator
 
-from ..backends.base import Chunk, SamplingParams
-from ..backends.continuation import Continuation, then
+from ..backends.base import Chunk, SamplingParams, closing_stream
+from ..backends.continuation import then
 from ..grading import extract_answer
 from ..readable import NATURAL_LEAD, lead_start
-from ..reasoning import ANSWER_INSTRUCTION, StreamSplitter, boxed_closed
+from ..reasoning import ANSWER_INSTRUCTION, boxed_closed
 from ..result import Result, TraceEvent, Usage
 from .base import Task
+from .chain_events import (ChainEvent, Controller, Decision, Exit, Inject, Injected, Pause, Probe, TextOut,
+                           ThinkingDone, ThinkState, Tokens)
+from .chain_text import ChainText, Track
+
+__all__ = ["Chain", "ChainOutput", "Controller", "Decision", "Exit", "Inject", "Pause", "Probe", "ThinkState",
+           "boxed_with_probs", "build_prompt", "to_result"]
 
 #: Tokens allowed after a forced `\boxed{` before we give up on a closing brace.
 FORCED_ANSWER_TOKENS = 40
@@ -40,45 +50,9 @@ def build_prompt(task: Task, *, thinking: bool = True) -> str:
 
 
 @dataclass
-class ThinkState:
-    """What a controller sees after each thinking token."""
-
-    reasoning: str
-    n_tokens: int
-    """Thinking tokens generated so far in this chain (across injections)."""
-    chunk: Chunk
-    paused: bool = False
-    """True on the second call after the controller asked for `Stop("pause")`: the stream
-    is closed, so the controller may now use the backend (probe) before deciding."""
-
-
-@dataclass
-class Stop:
-    """A controller's decision to interrupt thinking.
-
-    `exit`-like reasons end thinking: the answer is forced, or `answer` (a probe that was
-    already run) is used as is. `inject` appends `text` to the reasoning and goes on.
-    `pause` closes the stream and calls the controller again with `paused=True`; this is
-    how probes run: never while a stream is suspended (an in-process engine has one KV
-    cache, and a single-slot server would interrupt or block the suspended request).
-    Returning None after a pause resumes generation where it stopped: from the exact tokens
-    so far on engines that take token ids, so a probe is a side branch that leaves the chain
-    as it would have been without it.
-    """
-
-    reason: str
-    reasoning: str | None = None
-    """Cut the reasoning to this text (e.g. drop a trailing "Wait")."""
-    answer: "Probe | None" = None
-    inject: str | None = None
-    detail: dict = field(default_factory=dict)
-
-
-Controller = Callable[[ThinkState], "Stop | None"]
-
-
-@dataclass
 class ChainOutput:
+    """What one chain produced and what it cost, phase by phase."""
+
     reasoning: str = ""
     answer_text: str = ""
     thinking_tokens: int = 0
@@ -93,6 +67,27 @@ class ChainOutput:
     the model's boxed answer; `to_result` moves it to the answer (see `leanthink.readable`)."""
     answer_hint: str | None = None
     """Natural form: the answer a method's probe found, used if the written answer has none."""
+
+    def add(self, event: ChainEvent) -> None:
+        """Fold one chain event into the counts and the trace (text is the caller's)."""
+        if isinstance(event, Tokens):
+            if event.phase == "thinking":
+                self.thinking_tokens += event.n
+            else:
+                self.answer_tokens += event.n
+        elif isinstance(event, Injected):
+            self.forced_tokens += event.tokens
+            self.trace.append(TraceEvent(event=event.decision.event, at_token=event.at_token, detail=event.decision.detail))
+
+
+@dataclass
+class _Limits:
+    """Caps of one chain and the tokens counted so far (they start from the caller's counts)."""
+
+    max_thinking: int
+    max_answer: int
+    thinking: int = 0
+    answer: int = 0
 
 
 class Chain:
@@ -119,123 +114,145 @@ class Chain:
         answer_on_cut: bool = True,
         on_text: Callable[[str, str], None] | None = None,
     ) -> ChainOutput:
-        """Think (until the end marker, EOS, the cap, or the controller stops it), then answer.
+        """Think (until the end marker, EOS, the cap, or the controller ends it), then answer.
 
-        Token accounting is the point of this loop: every generated token lands in exactly one
-        of thinking / answer; injected text is `forced`; probes are `overhead` (added by the
-        controller through `out.overhead_tokens`).
+        Token accounting is the point: every generated token lands in exactly one of thinking /
+        answer; injected text is `forced`; probes are `overhead` (added by the controller
+        through `out.overhead_tokens`). Counts add to those of `out` if given.
 
         `on_text(channel, delta)` (channel `reasoning` or `content`) is called as the chain's
         text is produced, for streaming; if not given, the backend's `on_text` attribute is used
         (the proxy sets it on a per-request backend wrapper). Probes are never reported."""
         out = out or ChainOutput()
-        emit = on_text or getattr(self.backend, "on_text", None)
-        reasoning = reasoning_prefix
-        track = self._track = _Track(prompt, prompt + reasoning_prefix, reasoning_prefix,
-                                     exact=bool(getattr(self.backend, "exact_continuation", False)))
-        splitter = StreamSplitter(self.family, started_inside=True)
+        emit = on_text or self.backend.on_text
+        events = self.think(prompt, max_thinking=max_thinking, max_answer=max_answer, controller=controller,
+                            logprobs=logprobs, reasoning_prefix=reasoning_prefix,
+                            counted=(out.thinking_tokens, out.answer_tokens))
+        for event in events:
+            if isinstance(event, TextOut):
+                if emit:
+                    emit(event.channel, event.text)
+            elif isinstance(event, ThinkingDone):
+                done = event
+            else:
+                out.add(event)
+        return self._conclude(prompt, done, out, max_answer=max_answer, answer_on_cut=answer_on_cut, emit=emit)
+
+    def think(self, prompt: str, *, max_thinking: int, max_answer: int = 512, controller: Controller | None = None,
+              logprobs: int | None = None, reasoning_prefix: str = "",
+              counted: tuple[int, int] = (0, 0)) -> Iterator[ChainEvent]:
+        """The thinking phase as events (the answer's own tokens too, if the model closes its
+        reasoning); ends with one `ThinkingDone`. Runs the controller protocol: a `Pause`
+        closes the stream before the controller is asked again, an `Inject` restarts the
+        stream after the injected text, an `Exit` (or the cap) ends thinking. `counted`:
+        (thinking, answer) tokens of earlier runs of this chain, which count toward the caps."""
+        limits = _Limits(max_thinking, max_answer, *counted)
+        text = ChainText(self.family, reasoning_prefix)
+        track = self._track = Track(prompt, prompt + reasoning_prefix, reasoning_prefix,
+                                     exact=self.backend.exact_continuation)
         while True:
-            answer, stop, finish = "", None, "stop"
-            remaining = max(1, max_thinking - out.thinking_tokens)
-            stream = self.backend.stream(track.resume(), self.params(remaining + max_answer, logprobs=logprobs))
-            try:
-                for chunk in stream:
-                    track.pieces.append(chunk)
-                    was_thinking = not splitter.closed
-                    for channel, text in splitter.feed(chunk.text):
-                        if channel == "reasoning":
-                            reasoning += text
-                        else:
-                            answer += text
-                        if emit:
-                            emit(channel, text)
-                    if was_thinking:
-                        out.thinking_tokens += chunk.n_tokens
-                        if not splitter.closed:
-                            if controller is not None:
-                                stop = controller(ThinkState(reasoning, out.thinking_tokens, chunk))
-                            if stop is None and out.thinking_tokens >= max_thinking:
-                                stop = Stop("budget")
-                            if stop is not None:
-                                break
-                    else:
-                        out.answer_tokens += chunk.n_tokens
-                        if out.answer_tokens >= max_answer:
-                            finish = "length"
-                            break
-                    if chunk.finish_reason:
-                        finish = chunk.finish_reason
-            finally:
-                close = getattr(stream, "close", None)
-                if close:
-                    close()
-            if stop is not None and stop.reason == "pause":
+            decision, finish, last = yield from self._stream(track, text, limits, controller, logprobs)
+            if isinstance(decision, Pause):
                 # The stream is closed; the controller may probe (a side branch). The chain then
                 # resumes from its exact tokens (`track.resume`), text held back by the splitter
                 # included, so a probed chain is the chain that was never paused.
-                stop = controller(ThinkState(reasoning, out.thinking_tokens, chunk, paused=True)) if controller else None
-                if stop is None and out.thinking_tokens < max_thinking:
+                decision = controller(ThinkState(text.reasoning, limits.thinking, last, paused=True))
+                if isinstance(decision, Pause):
+                    raise RuntimeError("a controller returned Pause() while paused")
+                if decision is None and limits.thinking < limits.max_thinking:
                     continue
-                stop = stop or Stop("budget")  # paused on the cap's last token: no token past it
-            if stop is not None and stop.inject is not None:
-                out.forced_tokens += self.backend.count_tokens(stop.inject)
-                out.trace.append(TraceEvent(event=stop.reason, at_token=out.thinking_tokens, detail=stop.detail))
-                cut = stop.reasoning if stop.reasoning is not None else reasoning  # held-back text is dropped
-                reasoning = cut + stop.inject
-                track.restart(then(self._prefix(prompt, cut), stop.inject), reasoning)
-                splitter = StreamSplitter(self.family, started_inside=True)
-                if emit:
-                    emit("reasoning", stop.inject)
+                decision = decision or Exit("budget")  # paused on the cap's last token: no token past it
+            if isinstance(decision, Inject):
+                yield Injected(decision, limits.thinking, self.backend.count_tokens(decision.text))
+                cut = text.reasoning  # text held back by the splitter is dropped
+                text = ChainText(self.family, cut + decision.text)
+                track.restart(then(self._prefix(prompt, cut), decision.text), text.reasoning)
+                yield TextOut("reasoning", decision.text)
                 continue
-            for channel, text in splitter.flush():
-                if channel == "reasoning":
-                    reasoning += text
-                else:
-                    answer += text
-                if emit:
-                    emit(channel, text)
-            break
+            yield from text.flush()
+            reasoning = decision.reasoning if decision is not None and decision.reasoning is not None else text.reasoning
+            yield ThinkingDone(reasoning, text.answer, finish, decision, text.closed)
+            return
 
-        if stop is not None and stop.reasoning is not None:
-            reasoning = stop.reasoning
-        out.reasoning = reasoning.strip()
-        if splitter.closed and stop is None:
-            out.answer_text, out.finish_reason = answer.strip(), finish
+    def _stream(self, track: Track, text: ChainText, limits: _Limits, controller: Controller | None,
+                logprobs: int | None) -> Generator[ChainEvent, None, tuple[Decision | None, str, Chunk | None]]:
+        """One backend stream, from where the chain stands, until the model closes its reasoning
+        and answers, the stream ends, or a decision interrupts thinking. Yields text and token
+        events; returns (decision, finish reason, last chunk)."""
+        decision, finish, chunk = None, "stop", None
+        remaining = max(1, limits.max_thinking - limits.thinking)
+        with closing_stream(self.backend.stream(track.resume(), self.params(remaining + limits.max_answer, logprobs=logprobs))) as stream:
+            for chunk in stream:
+                track.pieces.append(chunk)
+                was_thinking = not text.closed
+                yield from text.feed(chunk.text)
+                if was_thinking:
+                    limits.thinking += chunk.n_tokens
+                    yield Tokens("thinking", chunk.n_tokens)
+                    if not text.closed:
+                        decision = controller(ThinkState(text.reasoning, limits.thinking, chunk)) if controller else None
+                        if decision is None and limits.thinking >= limits.max_thinking:
+                            decision = Exit("budget")
+                        if decision is not None:
+                            break
+                else:
+                    limits.answer += chunk.n_tokens
+                    yield Tokens("answer", chunk.n_tokens)
+                    if limits.answer >= limits.max_answer:
+                        finish = "length"
+                        break
+                if chunk.finish_reason:
+                    finish = chunk.finish_reason
+        return decision, finish, chunk
+
+    def _conclude(self, prompt: str, done: ThinkingDone, out: ChainOutput, *, max_answer: int,
+                  answer_on_cut: bool, emit: Callable[[str, str], None] | None) -> ChainOutput:
+        """The answer: the model's own if it closed its reasoning, else forced (or none if
+        `answer_on_cut` is off: the caller goes on, e.g. InftyThink's next segment)."""
+        out.reasoning = done.reasoning.strip()
+        if done.closed and done.decision is None:
+            out.answer_text, out.finish_reason = done.answer.strip(), done.finish
             if self.task.answer_format == "natural" and self.family.end_in_answer:
-                out.answer_lead = reasoning[lead_start(reasoning):]
-            if extract_answer(out.answer_text) is None and finish == "length":
+                out.answer_lead = done.reasoning[lead_start(done.reasoning):]
+            if extract_answer(out.answer_text) is None and done.finish == "length":
                 out.trace.append(TraceEvent(event="answer_cut", at_token=out.answer_tokens))
             return out
-
         # Thinking was cut (cap/controller) or the model stopped without closing it: answer now.
         out.closed_naturally = False
         if not answer_on_cut:
             out.finish_reason = "cut"
             return out
-        why = stop.reason if stop else ("length" if finish == "length" else "no_end_of_thinking")
-        out.trace.append(TraceEvent(event="force_answer" if not (stop and stop.answer) else "exit",
-                                    at_token=out.thinking_tokens, detail={"reason": why, **(stop.detail if stop else {})}))
+        d = done.decision
+        why = d.reason if d else ("length" if done.finish == "length" else "no_end_of_thinking")
+        out.trace.append(TraceEvent(event="exit" if d and d.answer else "force_answer",
+                                    at_token=out.thinking_tokens, detail={"reason": why, **(d.detail if d else {})}))
+        self._answer_after_cut(prompt, done.reasoning, d, out, max_answer, emit)
+        out.finish_reason = "forced" if d is None else ("budget" if d.reason == "budget" else "exit")
+        return out
+
+    def _answer_after_cut(self, prompt: str, reasoning: str, d: Exit | None, out: ChainOutput, max_answer: int,
+                          emit: Callable[[str, str], None] | None) -> None:
+        """Answer after thinking was cut: in natural form the model writes it; else the probe
+        that decided the exit is the answer, or the answer is forced (boxed)."""
         if self.task.answer_format == "natural":
             # The model writes its own final answer after the end of thinking; a probe that
             # decided the exit stays overhead (it was a side branch), its answer a fallback.
-            if stop is not None and stop.answer is not None:
-                out.answer_hint = stop.answer.answer
+            if d is not None and d.answer is not None:
+                out.answer_hint = d.answer.answer
             text, forced, gen = self.natural_answer(prompt, reasoning, max_answer, emit)
-            out.answer_text, out.forced_tokens, out.answer_tokens = text, out.forced_tokens + forced, out.answer_tokens + gen
-        elif stop is not None and stop.answer is not None:
+        elif d is not None and d.answer is not None:
             # The probe that convinced the controller is the answer: its tokens move from
             # overhead to forced (injected) + answer (generated).
-            p = stop.answer
+            p = d.answer
             inject_n = self.backend.count_tokens(self.family.force_end())
             out.overhead_tokens -= p.tokens
             out.forced_tokens += inject_n
             out.answer_tokens += p.tokens - inject_n
             out.answer_text = self.family.answer_prefix.strip() + p.text
+            return
         else:
             text, forced, gen = self.force_answer(prompt, reasoning)
-            out.answer_text, out.forced_tokens, out.answer_tokens = text, out.forced_tokens + forced, out.answer_tokens + gen
-        out.finish_reason = {"budget": "budget", None: "forced"}.get(stop.reason if stop else None, "exit")
-        return out
+        out.answer_text, out.forced_tokens, out.answer_tokens = text, out.forced_tokens + forced, out.answer_tokens + gen
 
     def force_answer(self, prompt: str, reasoning: str, *, max_tokens: int = FORCED_ANSWER_TOKENS) -> tuple[str, int, int]:
         """End thinking now and read the boxed answer. Returns (answer_text, forced, generated)."""
@@ -262,8 +279,7 @@ class Chain:
         if emit and shown:
             emit("content", shown)
         text, n, sent, cut = "", 0, 0, -1
-        stream = self.backend.stream(then(self._prefix(prompt, reasoning.rstrip()), inject), self.params(max_tokens))
-        try:
+        with closing_stream(self.backend.stream(then(self._prefix(prompt, reasoning.rstrip()), inject), self.params(max_tokens))) as stream:
             for chunk in stream:
                 text += chunk.text
                 n += chunk.n_tokens
@@ -275,10 +291,6 @@ class Chain:
                     sent = upto
                 if cut != -1:
                     break
-        finally:
-            close = getattr(stream, "close", None)
-            if close:
-                close()
         if cut != -1:
             text = text[:cut]
         return (shown + text).strip() if shown else text.strip(), forced, n
@@ -340,8 +352,7 @@ def boxed_with_probs(backend, prefix: str, params: SamplingParams) -> tuple[str,
 
     Returns (text up to and including the closing `}`, tokens generated, [(token text, logprob)])."""
     text, n, toks = "", 0, []
-    stream = backend.stream(prefix, params)
-    try:
+    with closing_stream(backend.stream(prefix, params)) as stream:
         for c in stream:
             text += c.text
             n += c.n_tokens
@@ -349,72 +360,12 @@ def boxed_with_probs(backend, prefix: str, params: SamplingParams) -> tuple[str,
                 toks.append((c.text, c.logprob))
             if boxed_closed(text):
                 break
-    finally:
-        close = getattr(stream, "close", None)
-        if close:
-            close()
     depth = 1
     for i, ch in enumerate(text):
         depth += (ch == "{") - (ch == "}")
         if depth == 0:
             return text[: i + 1], n, toks
     return text, n, toks
-
-
-@dataclass
-class _Track:
-    """Where a chain's text came from, token by token, so that it can be resumed after a pause
-    and branched (probes, forced answers) from its exact token ids (see `Continuation`)."""
-
-    prompt: str
-    seg: str
-    """The prompt of the current stream: `prompt`, reasoning so far, injected text."""
-    seg_reasoning: str
-    """The chain's reasoning text where `seg` ends."""
-    exact: bool
-    """The engine takes token ids (`exact_continuation`); else resumes and branches use text."""
-    pieces: list[Chunk] = field(default_factory=list)
-    """Chunks generated from `seg`."""
-
-    def restart(self, seg: str, reasoning: str) -> None:
-        self.seg, self.seg_reasoning, self.pieces = seg, reasoning, []
-
-    def resume(self, pieces: list[Chunk] | None = None) -> str:
-        """The prompt that continues the current stream after `pieces` (default: all of them)."""
-        pieces = self.pieces if pieces is None else pieces
-        text = "".join(c.text for c in pieces)
-        if self.exact and pieces and all(c.token_ids for c in pieces):
-            return Continuation.of(self.seg).generated([t for c in pieces for t in c.token_ids], text)
-        return then(self.seg, text)
-
-    def prefix(self, reasoning: str) -> str | None:
-        """`prompt + reasoning` from the chain's own tokens: the whole tokens within `reasoning`,
-        then the rest (part of a token) as text. None if `reasoning` does not extend `seg`."""
-        if not reasoning.startswith(self.seg_reasoning):
-            return None
-        rel = reasoning[len(self.seg_reasoning):]
-        k, acc = 0, 0
-        for c in self.pieces:
-            if acc + len(c.text) > len(rel):
-                break
-            acc += len(c.text)
-            k += 1
-        while k and not self.pieces[k - 1].text:  # a token whose bytes end in the next one's text
-            k -= 1
-        if rel[:acc] != "".join(c.text for c in self.pieces[:k]):
-            return None
-        return then(self.resume(self.pieces[:k]), rel[acc:])
-
-
-@dataclass
-class Probe:
-    answer: str | None
-    text: str
-    tokens: int
-    """Everything the probe cost: injected + generated tokens (counts as overhead)."""
-    mean_prob: float
-    geo_prob: float
-    closed: bool
 
 
 def to_result(task: Task, method, out: ChainOutput, *, prompt: str, extra_trace=None) -> Result:

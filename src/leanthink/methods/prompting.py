@@ -40,6 +40,27 @@ class PromptMethod(Method):
         return to_result(task, self, out, prompt=prompt)
 
 
+#: TokenSkip's ratio condition, appended to the user turn where every prompt method puts its
+#: `user_suffix`. Training data built by `leanthink train compress tokenskip` carries the same line, so a
+#: model fine-tuned on it is steered to a compression ratio at inference by `tokenskip(ratio=γ)`.
+TOKENSKIP_SUFFIX = "Compression ratio: {ratio:g}"
+
+
+class TokenSkipParams(PromptParams):
+    ratio: float = Field(0.6, gt=0.0, le=1.0, description="Compression ratio γ in (0, 1] the model was trained to follow (1 = uncompressed).")
+
+
+@register
+class TokenSkip(PromptMethod):
+    name = "tokenskip"
+    summary = "TokenSkip inference: ask a model fine-tuned on ratio-conditioned pruned chains for compression ratio γ."
+    reference = "Xia et al. 2025, TokenSkip: Controllable Chain-of-Thought Compression in LLMs"
+    Params = TokenSkipParams
+
+    def style(self, task):
+        return PromptStyle(user_suffix=TOKENSKIP_SUFFIX.format(ratio=self.params.ratio)), Usage(), []
+
+
 class CoDParams(PromptParams):
     words_per_step: int = Field(5, ge=1, le=50, description="Word limit per reasoning step (paper: 5).")
 

@@ -5,6 +5,9 @@ admission (a slot, or a bounded FIFO queue, else 429) → the method runs in a w
 with a per-request capped backend → JSON, or SSE fed by the worker through an asyncio
 queue. A client that goes away (or a timeout, or shutdown) sets the job's cancel flag; the
 worker stops at its next token and closes its streams, then frees its slot.
+
+Here: the request path and the endpoints. Admission is `slots.py`; the SSE bodies (a
+method's events, a relayed upstream stream) are `events.py`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import asyncio
 import hmac
 import logging
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,61 +35,13 @@ from .connection import ClientGone, parse_json_object, read_body
 from .extras import close_extras, load_extras
 from .metrics import Metrics
 from .planning import Plan, build_plan
+from .events import SSE_HEADERS, job_events, relay_events
 from .protocol import ApiError, ChatRequest, CompletionRequest, from_leanthink_error, from_validation_error, new_id, now
+from .slots import Slots, wait_disconnect
 from .streaming import ChunkWriter, response_body
 from .worker import Job
 
 log = logging.getLogger("leanthink.server")
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-class Slots:
-    """At most `limit` requests generate; at most `queue` wait (FIFO); beyond that, 429."""
-
-    def __init__(self, limit: int, queue: int):
-        self.limit = limit
-        self.queue_limit = queue
-        self.running = 0
-        self.waiters: deque[asyncio.Future] = deque()
-
-    def try_enter(self) -> asyncio.Future | None:
-        """None: a slot is ours now. A future: we are queued and must await it."""
-        if self.running < self.limit and not self.waiters:
-            self.running += 1
-            return None
-        if len(self.waiters) >= self.queue_limit:
-            raise ApiError(429, f"the server is at capacity ({self.limit} running, {len(self.waiters)} queued); "
-                                "retry later", code="queue_full", headers={"Retry-After": "1"})
-        fut = asyncio.get_running_loop().create_future()
-        self.waiters.append(fut)
-        return fut
-
-    def abandon(self, fut: asyncio.Future) -> None:
-        """A queued request gives up (client gone, timeout)."""
-        if fut.done() and not fut.cancelled():
-            self.release()  # the slot was handed to us just now: pass it on
-            return
-        fut.cancel()
-        try:
-            self.waiters.remove(fut)
-        except ValueError:
-            pass
-
-    def release(self) -> None:
-        while self.waiters:
-            w = self.waiters.popleft()
-            if not w.done():
-                w.set_result(True)  # hand the slot over; `running` is unchanged
-                return
-        self.running -= 1
-
-
-async def _wait_disconnect(request: Request) -> None:
-    while True:
-        msg = await request.receive()
-        if msg["type"] == "http.disconnect":
-            return
 
 
 class ServerState:
@@ -204,7 +158,7 @@ class ServerState:
     async def race(self, fut: asyncio.Future, request: Request, deadline: float, job: Job | None = None,
                    cancel_fut: bool = False):
         """Await `fut` unless the client disconnects or the deadline passes first."""
-        watcher = asyncio.ensure_future(_wait_disconnect(request))
+        watcher = asyncio.ensure_future(wait_disconnect(request))
         try:
             while True:
                 left = deadline - time.perf_counter()
@@ -318,7 +272,7 @@ class ServerState:
             raise
         if outs is None:  # cancelled in the worker without us asking: only shutdown does that
             raise ApiError(503, "the request was cancelled (server shutting down)", code="cancelled")
-        self._observe_ttft(job, t0)
+        self.observe_ttft(job, t0)
         body = response_body(plan, outs, new_id("chatcmpl" if plan.endpoint == "chat" else "cmpl"), now())
         self.record(plan.endpoint, plan.method_label, 200, t0)
         return JSONResponse(body)
@@ -327,7 +281,7 @@ class ServerState:
         self.jobs.discard(job)
         self.slots.release()
 
-    def _observe_ttft(self, job: Job, t0: float) -> None:
+    def observe_ttft(self, job: Job, t0: float) -> None:
         if job.first_token_at is not None:
             self.metrics.ttft.labels(method=job.plan.method_label).observe(job.first_token_at - t0)
 
@@ -355,83 +309,8 @@ class ServerState:
             if not job.finished and job.cancel_reason is None:
                 job.cancel("shutdown" if self.shutting_down() else "disconnect")
 
-        return StreamingResponse(self._events(plan, job, writer, first, t0), media_type="text/event-stream",
+        return StreamingResponse(job_events(self, plan, job, writer, first, t0), media_type="text/event-stream",
                                  headers=SSE_HEADERS, background=BackgroundTask(cleanup))
-
-    async def _events(self, plan: Plan, job: Job, writer: ChunkWriter, first: tuple, t0: float):
-        status: int | str = 200
-        completed = False
-        getter: asyncio.Future | None = None
-        ev = first
-        try:
-            while True:
-                kind = ev[0]
-                if kind == "delta":
-                    for b in writer.delta(*ev[1:]):
-                        yield b
-                elif kind == "choice":
-                    for b in writer.finish_choice(ev[1]):
-                        yield b
-                elif kind == "done":
-                    self._observe_ttft(job, t0)
-                    if plan.include_usage:
-                        yield writer.usage(job.outputs)
-                    yield writer.done()
-                    completed = True
-                    return
-                elif kind in ("error", "cancelled"):
-                    exc = ev[1]
-                    if kind == "cancelled":
-                        err = ApiError(504 if exc == "timeout" else 503, f"generation cancelled ({exc})", code="cancelled")
-                    elif isinstance(exc, ApiError):
-                        err = exc
-                    elif isinstance(exc, LeanthinkError):
-                        err = from_leanthink_error(exc)
-                    else:
-                        log.error("worker failed: %r", exc)
-                        err = ApiError(500, f"internal error: {type(exc).__name__}: {exc}", code="internal_error")
-                    status = err.status
-                    self.metrics.errors.labels(type=err.type, status=str(err.status)).inc()
-                    for b in writer.error(err.body()):
-                        yield b
-                    return
-                ev = None
-                getter = asyncio.ensure_future(job.queue.get())
-                while ev is None:
-                    left = self.deadline(t0) - time.perf_counter()
-                    done = ()
-                    if not self.must_stop():
-                        done, _ = await asyncio.wait({getter}, timeout=max(0.0, min(left, 0.5)))
-                    if done:
-                        ev = getter.result()
-                        break
-                    err = None
-                    if left <= 0.5:
-                        job.cancel("timeout")
-                        err = ApiError(504, f"the request did not finish within {self.config.request_timeout:g}s",
-                                       code="timeout")
-                    elif self.must_stop():
-                        job.cancel("shutdown")
-                        err = ApiError(503, "the server is shutting down", code="shutting_down")
-                    if err is not None:
-                        getter.cancel()
-                        status = err.status
-                        self.metrics.errors.labels(type=err.type, status=str(err.status)).inc()
-                        for b in writer.error(err.body()):
-                            yield b
-                        return
-        except (asyncio.CancelledError, GeneratorExit):
-            status = 499
-            job.cancel("shutdown" if self.shutting_down() else "disconnect")
-            if not self.shutting_down():
-                self.metrics.client_disconnects.labels(stage="streaming").inc()
-            raise
-        finally:
-            if getter is not None and not getter.done():
-                getter.cancel()
-            if not completed and not job.finished:
-                job.cancel("disconnect" if status == 499 else "aborted")
-            self.record(plan.endpoint, plan.method_label, status, t0)
 
     # -- pass-through relay (OpenAI-compatible upstream) -----------------------------------
     async def relay_request(self, plan: Plan, request: Request, t0: float) -> Response:
@@ -468,61 +347,11 @@ class ServerState:
                 release()
                 await resp.aclose()
 
-            return StreamingResponse(self._relay_events(plan, resp, t0, release), media_type="text/event-stream",
+            return StreamingResponse(relay_events(self, plan, resp, t0, release), media_type="text/event-stream",
                                      headers=SSE_HEADERS, background=BackgroundTask(cleanup))
         finally:
             if not handed_off:
                 self.slots.release()
-
-    async def _relay_events(self, plan: Plan, resp, t0: float, release):
-        """Relay the upstream's events until it ends, the request's deadline passes (504) or
-        shutdown (503). The next event is awaited in slices, so a stalled or trickling
-        upstream is cut on time; cancelling the pending read closes the upstream stream."""
-        counter = [0]
-        status: int | str = 200
-        upstream = self.relay.iter_stream(resp, counter)
-        nxt: asyncio.Future | None = None
-        try:
-            while True:
-                if nxt is None:
-                    nxt = asyncio.ensure_future(upstream.__anext__())
-                left = self.deadline(t0) - time.perf_counter()
-                done, _ = await asyncio.wait({nxt}, timeout=max(0.0, min(left, 0.5)))
-                if done:
-                    try:
-                        data = nxt.result()
-                    except StopAsyncIteration:
-                        return
-                    nxt = None
-                    yield data
-                err = None
-                if self.deadline(t0) - time.perf_counter() <= 0:
-                    err = ApiError(504, f"the request did not finish within {self.config.request_timeout:g}s",
-                                   code="timeout")
-                elif self.must_stop():
-                    err = ApiError(503, "the server is shutting down", code="shutting_down")
-                if err is not None:
-                    status = err.status
-                    self.metrics.errors.labels(type=err.type, status=str(err.status)).inc()
-                    for b in ChunkWriter.error(err.body()):
-                        yield b
-                    return
-        except (asyncio.CancelledError, GeneratorExit):
-            status = 499
-            self.metrics.cancelled.labels(reason="shutdown" if self.shutting_down() else "disconnect").inc()
-            if not self.shutting_down():
-                self.metrics.client_disconnects.labels(stage="streaming").inc()
-            raise
-        finally:
-            events = max(0, counter[0] - 2)  # minus the role chunk and [DONE], roughly
-            if events:
-                self.metrics.generated.labels(method=PASSTHROUGH).inc(events)
-            self.record(plan.endpoint, PASSTHROUGH, status, t0)
-            release()
-            if nxt is not None and not nxt.done():
-                nxt.cancel()  # the pending read ends; iter_stream's finally closes the upstream response
-            else:  # (awaits last: a cancelled task may be interrupted again here)
-                await upstream.aclose()
 
     # -- small endpoints -----------------------------------------------------------------
     def models_body(self) -> dict[str, Any]:

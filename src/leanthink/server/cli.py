@@ -38,31 +38,14 @@ def serve(
     log_level: str = typer.Option(DEFAULTS["log_level"], "--log-level", metavar="LEVEL", help="uvicorn log level."),
 ):
     """Serve an OpenAI-compatible API (/v1/chat/completions, /v1/completions) that applies leanthink methods."""
-    import logging
     import os
 
-    from ..errors import MissingDependencyError
-
-    try:  # the proxy's dependencies are the `server` extra (part of `default`)
-        import fastapi  # noqa: F401
-        import pydantic_settings  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as exc:
-        typer.echo(f"error: {MissingDependencyError(exc.name or 'fastapi', 'server', 'leanthink serve')}", err=True)
-        raise typer.Exit(2)
-
+    _require_server_extra()
     # llama.cpp's OpenMP threads spin while idle by default; on a shared or oversubscribed CPU
     # that stalls generation by seconds (measured 38 s -> 2.4 s for six short requests with
     # another job on the cores). Sleeping idle threads cost a few µs per token on a free CPU.
     # Must be set before llama.cpp is loaded; an explicit value from the user wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-    from pydantic import ValidationError
-    from pydantic_settings import SettingsError
-
-    from ..errors import ConfigError, LeanthinkError
-    from ..models import parse_model_string
-    from .config import ServerConfig
 
     def on_cli(name: str) -> bool:  # (by name: typer may bundle its own copy of click)
         return getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
@@ -77,34 +60,72 @@ def serve(
     params = {"max_concurrent": "concurrency", "api_keys": "api_key", "extra_models": "extra_model", "probes": "probe"}
     given = {k: v for k, v in values.items()
              if on_cli(params.get(k, k)) or (k == "max_concurrent" and max_concurrent is not None)}
+    _run(_config(given))
+
+
+def _require_server_extra() -> None:
+    """The proxy's dependencies are the `server` extra (part of `default`): a one-line hint if missing."""
+    from ..errors import MissingDependencyError
+
+    try:
+        import fastapi  # noqa: F401
+        import pydantic_settings  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        typer.echo(f"error: {MissingDependencyError(exc.name or 'fastapi', 'server', 'leanthink serve')}", err=True)
+        raise typer.Exit(2)
+
+
+def _config(given: dict):
+    """The server configuration from the options given on the command line (the rest comes
+    from `LEANTHINK_*` variables or defaults), with every model string and probe file checked
+    before any model loads. A bad value is one line on stderr and exit 2."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from ..errors import LeanthinkError
+    from .config import ServerConfig
+
     try:
         config = ServerConfig(**{k: v for k, v in given.items() if v is not None})
-        parse_model_string(config.model)
-        for name, extra in config.extra_models.items():
-            try:
-                parse_model_string(extra)
-            except LeanthinkError as exc:
-                raise ConfigError(f"--extra-model {name}: {exc}") from None
-        from ..probe_file import load_probe
-
-        for name, path in config.probes.items():  # small files: a bad one fails here, before any model loads
-            try:
-                load_probe(path)
-            except LeanthinkError as exc:
-                raise ConfigError(f"--probe {name}: {exc}") from None
+        _check_operator_models(config)
     except ValidationError as exc:
         msgs = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
         typer.echo(f"error: bad server option: {msgs}", err=True)
         raise typer.Exit(2)
-    except SettingsError as exc:  # a LEANTHINK_* environment variable that does not parse
+    except (SettingsError, LeanthinkError) as exc:  # SettingsError: a LEANTHINK_* variable that does not parse
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
-    except LeanthinkError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    return config
+
+
+def _check_operator_models(config) -> None:
+    """The served model, the extra models and the probe files parse (probes are small files:
+    a bad one fails here, before any model loads)."""
+    from ..errors import ConfigError, LeanthinkError
+    from ..models import parse_model_string
+    from ..probe_file import load_probe
+
+    parse_model_string(config.model)
+    for name, extra in config.extra_models.items():
+        try:
+            parse_model_string(extra)
+        except LeanthinkError as exc:
+            raise ConfigError(f"--extra-model {name}: {exc}") from None
+    for name, path in config.probes.items():
+        try:
+            load_probe(path)
+        except LeanthinkError as exc:
+            raise ConfigError(f"--probe {name}: {exc}") from None
+
+
+def _run(config) -> None:
+    """Start uvicorn with the app; exit 1 if it could not start (e.g. the port is taken)."""
+    import logging
 
     import uvicorn
 
+    from ..models import redact
     from .app import create_app
     from .connection import guarded_http_protocol
 
@@ -118,8 +139,6 @@ def serve(
     server = uvicorn.Server(uv)
     app.state.leanthink.uvicorn_server = server
     auth = f"{len(config.api_keys)} API key(s)" if config.api_keys else "no auth"
-    from ..models import redact
-
     typer.echo(f"leanthink serve: {redact(config.model)} on http://{config.host}:{config.port}/v1 "
                f"(default method {config.default_method}, {config.answer_format} answers, {auth}, concurrency {config.max_concurrent}, "
                f"queue {config.max_queue}, max tokens {config.max_tokens_limit}"

@@ -24,9 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import CapabilityError, ConfigError
 from ..methods import Method, get_method
-from ..methods.base import Composed, with_params
 from ..methods.engine import FORCED_ANSWER_TOKENS
 from .config import PASSTHROUGH, ServerConfig, check_resources
 from .protocol import ApiError, ChatRequest, CompletionRequest, from_leanthink_error
@@ -77,8 +76,7 @@ class Plan:
         collaboration) would interleave; their chosen reasoning and answer are sent at the end."""
         if self.method is None:
             return True
-        target = self.method.second if isinstance(self.method, Composed) else self.method
-        return target.kind not in ("sampling", "collab")
+        return self.method.one_chain
 
 
 def served_names(config: ServerConfig, backend) -> set[str]:
@@ -175,10 +173,10 @@ def messages_to_question(messages: list) -> tuple[str, str, list[dict[str, str]]
 def apply_cap(method: Method, cap: int, reserve: int = ANSWER_RESERVE) -> Method:
     """Lower the method's thinking budget / answer caps so its plan fits in `cap` tokens,
     keeping `reserve` tokens (at most half the cap) for the answer."""
-    target = method.second if isinstance(method, Composed) else method
+    target = method.budget_target()
     fields = type(target).Params.model_fields
     changes: dict[str, Any] = {}
-    bp = type(target).budget_param
+    bp = target.budget_param
     thinking_cap = max(1, cap - min(reserve, cap // 2))
     if bp and bp in fields and getattr(target.params, bp) > thinking_cap:
         changes[bp] = thinking_cap
@@ -188,11 +186,10 @@ def apply_cap(method: Method, cap: int, reserve: int = ANSWER_RESERVE) -> Method
     if not changes:
         return method
     try:
-        new = with_params(target, **changes)
+        return method.with_target_params(**changes)
     except ConfigError as exc:
         raise ApiError(400, f"{exc} (caps lowered to {changes} to fit the token limit {cap})",
                        param="max_completion_tokens", code="invalid_parameter") from None
-    return Composed(method.first, new) if isinstance(method, Composed) else new
 
 
 def check_registered(method: Method, config: ServerConfig) -> None:
@@ -213,9 +210,29 @@ def _method_label(m: Method | None) -> str:
 
 def build_plan(req: ChatRequest | CompletionRequest, config: ServerConfig, backend, endpoint: str,
                raw: dict[str, Any] | None = None) -> Plan:
+    """Check a request and decide what to run: the method (or pass-through), its caps and
+    sampling settings, and the question. Every client mistake is an `ApiError` (4xx)."""
+    _refuse_unsupported(req)
     body_opts = dict(req.leanthink or {})
+    spec, source = _method_spec(req, config, backend, body_opts)
+    answer_format, params = _answer_format_and_params(body_opts, config)
+    method = _make_method(spec, source, params, config, backend)
+    limits = _limits(req, config, method)
+    if method is not None:
+        method = apply_cap(method, limits["cap"], NATURAL_ANSWER_RESERVE if answer_format == "natural" else ANSWER_RESERVE)
+    plan = Plan(
+        endpoint=endpoint, model_name=req.model, method=method, method_label=_method_label(method),
+        method_spec=method.spec if method is not None else PASSTHROUGH, source=source, **limits,
+        seed=0 if req.seed is None else int(req.seed),
+        stream=bool(req.stream), include_usage=bool(req.stream_options and req.stream_options.include_usage),
+        body=dict(raw) if raw is not None else req.model_dump(exclude_none=True), answer_format=answer_format,
+    )
+    _set_input(plan, req)
+    return plan
 
-    # -- unsupported OpenAI features: refuse rather than silently ignore -----------------
+
+def _refuse_unsupported(req: ChatRequest | CompletionRequest) -> None:
+    """Unsupported OpenAI features: refused (400) rather than silently ignored."""
     if isinstance(req, ChatRequest):
         for name in ("tools", "functions"):
             if getattr(req, name):
@@ -224,34 +241,41 @@ def build_plan(req: ChatRequest | CompletionRequest, config: ServerConfig, backe
         if rf and not (isinstance(rf, dict) and rf.get("type") == "text"):
             raise ApiError(400, "response_format other than text is not supported", param="response_format",
                            code="unsupported_parameter")
-    else:
-        if req.echo:
-            raise ApiError(400, "'echo' is not supported", param="echo", code="unsupported_parameter")
-        if req.suffix:
-            raise ApiError(400, "'suffix' is not supported", param="suffix", code="unsupported_parameter")
-        if req.best_of not in (None, 1):
-            raise ApiError(400, "'best_of' is not supported", param="best_of", code="unsupported_parameter")
+        return
+    if req.echo:
+        raise ApiError(400, "'echo' is not supported", param="echo", code="unsupported_parameter")
+    if req.suffix:
+        raise ApiError(400, "'suffix' is not supported", param="suffix", code="unsupported_parameter")
+    if req.best_of not in (None, 1):
+        raise ApiError(400, "'best_of' is not supported", param="best_of", code="unsupported_parameter")
 
-    # -- method ----------------------------------------------------------------------------
+
+def _method_spec(req: ChatRequest | CompletionRequest, config: ServerConfig, backend,
+                 body_opts: dict[str, Any]) -> tuple[str, str]:
+    """(method spec, where it came from), first match wins: body, model prefix,
+    reasoning_effort, the server's default (see the module docstring). Pops `method`."""
     effort = None
     if req.reasoning_effort is not None:
         effort = str(req.reasoning_effort).lower()
         if effort not in config.reasoning_effort:
             raise ApiError(400, f"reasoning_effort must be one of {', '.join(config.reasoning_effort)}, got "
                                 f"'{req.reasoning_effort}'", param="reasoning_effort", code="invalid_value")
-    served = served_names(config, backend)
-    prefix = split_model(req.model, served)
-    spec, source = None, "default"
+    prefix = split_model(req.model, served_names(config, backend))
     if "method" in body_opts:
-        spec, source = body_opts.pop("method"), "body"
+        spec = body_opts.pop("method")
         if not isinstance(spec, str) or not spec.strip():
             raise ApiError(400, "leanthink.method must be a non-empty string", param="leanthink.method")
-    elif prefix:
-        spec, source = prefix, "model"
-    elif effort is not None:
-        spec, source = config.reasoning_effort[effort], "reasoning_effort"
-    else:
-        spec = config.default_method
+        return spec, "body"
+    if prefix:
+        return prefix, "model"
+    if effort is not None:
+        return config.reasoning_effort[effort], "reasoning_effort"
+    return config.default_method, "default"
+
+
+def _answer_format_and_params(body_opts: dict[str, Any], config: ServerConfig) -> tuple[str, dict[str, Any]]:
+    """`leanthink.answer_format`, and the method parameters: `leanthink.params` plus the
+    object's other keys."""
     answer_format = body_opts.pop("answer_format", config.answer_format)
     if answer_format not in ("natural", "boxed"):
         raise ApiError(400, f"leanthink.answer_format must be 'natural' or 'boxed', got {str(answer_format)[:40]!r}",
@@ -259,35 +283,38 @@ def build_plan(req: ChatRequest | CompletionRequest, config: ServerConfig, backe
     params = body_opts.pop("params", None) or {}
     if not isinstance(params, dict):
         raise ApiError(400, "leanthink.params must be an object", param="leanthink.params")
-    params = {**params, **body_opts}
+    return answer_format, {**params, **body_opts}
 
-    method: Method | None
+
+def _make_method(spec: str, source: str, params: dict[str, Any], config: ServerConfig, backend) -> Method | None:
+    """The method (None: pass-through), checked against the registered extras and the backend."""
     if spec.strip() == PASSTHROUGH:
         if params:
             raise ApiError(400, f"pass-through takes no method parameters, got {', '.join(params)}",
                            param="leanthink", code="invalid_parameter")
-        method = None
-    else:
-        try:
-            method = get_method(spec, **params)
-        except ConfigError as exc:
-            param = "leanthink.method" if source == "body" else ("model" if source == "model" else "leanthink")
-            if params and "unknown method" not in str(exc):
-                param = "leanthink"
-            raise ApiError(400, str(exc), param=param,
-                           code="unknown_method" if "unknown method" in str(exc) else "invalid_parameter") from None
-        check_registered(method, config)
-        try:
-            method.check(backend)
-        except Exception as exc:  # CapabilityError: the backend cannot run this method
-            raise from_leanthink_error(exc, param="model") from None
+        return None
+    try:
+        method = get_method(spec, **params)
+    except ConfigError as exc:
+        unknown = "unknown method" in str(exc)
+        param = "leanthink.method" if source == "body" else ("model" if source == "model" else "leanthink")
+        if params and not unknown:
+            param = "leanthink"
+        raise ApiError(400, str(exc), param=param, code="unknown_method" if unknown else "invalid_parameter") from None
+    check_registered(method, config)
+    try:
+        method.check(backend)
+    except CapabilityError as exc:  # the backend cannot run this method
+        raise from_leanthink_error(exc, param="model") from None
+    return method
 
-    # -- limits ----------------------------------------------------------------------------
+
+def _limits(req: ChatRequest | CompletionRequest, config: ServerConfig, method: Method | None) -> dict[str, Any]:
+    """n, the token cap, temperature, top_p and stop, each checked against the server's limits."""
     n = 1 if req.n is None else req.n
     if not 1 <= n <= config.max_n:
         raise ApiError(400, f"n must be between 1 and {config.max_n} on this server, got {n}", param="n", code="invalid_value")
-    cap_field = "max_tokens"
-    cap = req.max_tokens
+    cap_field, cap = "max_tokens", req.max_tokens
     if isinstance(req, ChatRequest) and req.max_completion_tokens is not None:
         cap, cap_field = req.max_completion_tokens, "max_completion_tokens"
     if cap is None:
@@ -307,23 +334,17 @@ def build_plan(req: ChatRequest | CompletionRequest, config: ServerConfig, backe
                        param="stop", code="unsupported_parameter")
     if req.logprobs and not (isinstance(req.logprobs, int) and not isinstance(req.logprobs, bool) and req.logprobs == 0):
         raise ApiError(400, "logprobs are not supported by leanthink serve", param="logprobs", code="unsupported_parameter")
-    if method is not None:
-        method = apply_cap(method, cap, NATURAL_ANSWER_RESERVE if answer_format == "natural" else ANSWER_RESERVE)
+    return {"n": n, "cap": cap, "temperature": temperature, "top_p": top_p, "stop": stop}
 
-    plan = Plan(
-        endpoint=endpoint, model_name=req.model, method=method, method_label=_method_label(method),
-        method_spec=method.spec if method is not None else PASSTHROUGH, source=source, cap=cap, n=n,
-        seed=0 if req.seed is None else int(req.seed), temperature=temperature, top_p=top_p, stop=stop,
-        stream=bool(req.stream), include_usage=bool(req.stream_options and req.stream_options.include_usage),
-        body=dict(raw) if raw is not None else req.model_dump(exclude_none=True), answer_format=answer_format,
-    )
+
+def _set_input(plan: Plan, req: ChatRequest | CompletionRequest) -> None:
+    """The question (and system text, messages) a chat request carries, or the raw prompt."""
     if isinstance(req, ChatRequest):
         plan.question, plan.system, plan.messages = messages_to_question(req.messages)
-    else:
-        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
-        if len(prompts) != 1:
-            raise ApiError(400, "prompt must be one string (batches are not supported)", param="prompt", code="unsupported_parameter")
-        if not prompts[0].strip():
-            raise ApiError(400, "prompt is empty", param="prompt", code="empty_question")
-        plan.prompt = plan.question = prompts[0]
-    return plan
+        return
+    prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+    if len(prompts) != 1:
+        raise ApiError(400, "prompt must be one string (batches are not supported)", param="prompt", code="unsupported_parameter")
+    if not prompts[0].strip():
+        raise ApiError(400, "prompt is empty", param="prompt", code="empty_question")
+    plan.prompt = plan.question = prompts[0]

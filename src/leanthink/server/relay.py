@@ -3,7 +3,8 @@ replaced by the upstream's, token cap enforced) with an async HTTP client, witho
 thread, so the proxy adds as little latency as possible. A closed client connection closes
 the upstream one, which stops generation there.
 
-Errors: only what a second try can fix is retried (no connection, 502/503/504). Any other
+Errors: only what a second try can fix is retried (no answer, 502/503/504), with the
+policy the HTTP backend uses (`backends/sse.py`, which also parses the events). Any other
 upstream error (a 400 for a bad field, a 500 from its handler, a 429) reaches the client
 once, with the upstream's status and error fields (redacted; an upstream 401/403 is about
 the operator's key, not the client's, so it becomes a 502). A stream that fails or ends
@@ -16,16 +17,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 import httpx
 
-from ..backends.openai_http import RETRY_STATUS
+from ..backends import sse as events
 from .protocol import SSE_DONE, ApiError, sse
 
-_CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 _ERROR_BODY_LIMIT = 64 * 1024
-_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")
 HEALTH_TTL_S = 5.0
 """An upstream check is reused this long: `/health` is open, so clients cannot turn it into
 a flood of upstream requests."""
@@ -78,46 +78,38 @@ class Relay:
 
     async def _send(self, path: str, body: dict[str, Any], stream: bool) -> httpx.Response:
         url = self.base_url + path
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                await asyncio.sleep(0.2 * 2 ** (attempt - 1))
-            try:
-                req = self.client.build_request("POST", url, json=body)
-                resp = await self.client.send(req, stream=stream)
-            except httpx.TimeoutException as exc:
-                if isinstance(exc, httpx.ConnectTimeout) and attempt < self.max_retries:
-                    last = exc
-                    continue
-                raise ApiError(504, f"the upstream server at {self.shown_url} timed out: {exc!r}", code="upstream_timeout") from None
-            except _CONNECT_ERRORS as exc:  # nothing was answered: safe to try again
-                last = exc
-                continue
-            except httpx.HTTPError as exc:
-                raise ApiError(502, f"upstream request to {self.shown_url} failed: {exc!r}", code="upstream_unavailable") from None
-            if resp.status_code in RETRY_STATUS and attempt < self.max_retries:
-                await resp.aread()
-                await resp.aclose()
-                continue
-            if resp.status_code >= 400:
-                raise await self._upstream_error(resp)
-            return resp
-        raise ApiError(502, f"cannot reach the upstream server at {self.shown_url} after {self.max_retries + 1} "
-                            f"attempt(s): {last!r}", code="upstream_unavailable")
+
+        async def post() -> httpx.Response:
+            return await self.client.send(self.client.build_request("POST", url, json=body), stream=stream)
+
+        try:
+            resp = await events.asend(post, events.RetryPolicy(self.max_retries))
+        except events.Unanswered as exc:
+            if isinstance(exc.cause, httpx.ConnectTimeout):
+                raise ApiError(504, f"the upstream server at {self.shown_url} timed out: {exc.cause!r}",
+                               code="upstream_timeout") from None
+            raise ApiError(502, f"cannot reach the upstream server at {self.shown_url} after {exc.attempts} "
+                                f"attempt(s): {exc.cause!r}", code="upstream_unavailable") from None
+        except httpx.TimeoutException as exc:  # the upstream took the request but did not answer in time
+            raise ApiError(504, f"the upstream server at {self.shown_url} timed out: {exc!r}", code="upstream_timeout") from None
+        except httpx.HTTPError as exc:
+            raise ApiError(502, f"upstream request to {self.shown_url} failed: {exc!r}", code="upstream_unavailable") from None
+        if resp.status_code >= 400:
+            raise await self._upstream_error(resp)
+        return resp
 
     @staticmethod
     async def _upstream_error(resp: httpx.Response) -> ApiError:
         """The upstream's own error, status and fields kept (ApiError.body redacts the text)."""
-        try:
-            data = b""
-            async for chunk in resp.aiter_bytes():
-                data += chunk
-                if len(data) > _ERROR_BODY_LIMIT:
-                    break
-        except httpx.HTTPError:
-            pass
-        finally:
-            await resp.aclose()
+        data = b""
+        async with aclosing(resp):
+            try:
+                async for chunk in resp.aiter_bytes():
+                    data += chunk
+                    if len(data) > _ERROR_BODY_LIMIT:
+                        break
+            except httpx.HTTPError:  # a body cut short still says something: keep what came
+                pass
         message, typ, param, code = _error_fields(data)
         status = resp.status_code
         headers = {"X-Upstream-Status": str(status)}
@@ -163,25 +155,29 @@ class Relay:
         leaves half an event); count data events (≈ tokens) for metrics. The stream always
         ends with `data: [DONE]`: after an error event if the upstream failed, or added if
         the upstream closed without one."""
-        buf = b""
+        splitter = events.EventSplitter()
         saw_done = False
-        try:
-            async for data in resp.aiter_raw():
-                buf += data
-                cut = max((i + len(sep) for sep in _EVENT_ENDS if (i := buf.rfind(sep)) >= 0), default=0)
-                if cut:
-                    events, buf = buf[:cut], buf[cut:]
-                    counter[0] += events.count(b"data:")
-                    saw_done = saw_done or b"data: [DONE]" in events or b"data:[DONE]" in events
-                    yield events
-            if buf.strip():  # the upstream closed mid-event: pass on what it sent, terminated
-                counter[0] += buf.count(b"data:")
-                saw_done = saw_done or b"[DONE]" in buf
-                yield buf + b"\n\n"
-        except httpx.HTTPError as exc:
-            yield sse({"error": {"message": f"the upstream stream failed: {type(exc).__name__}", "type": "upstream_error",
-                                 "param": None, "code": "upstream_unavailable"}})
-        finally:
-            await resp.aclose()
+
+        def seen(raw: bytes) -> None:
+            nonlocal saw_done
+            for event in events.split_events(raw):
+                data = events.parse_event(event)[1]
+                if data is not None:
+                    counter[0] += 1
+                    saw_done = saw_done or data.strip() == events.DONE
+
+        async with aclosing(resp):  # closes the upstream response however the relay ends
+            try:
+                async for data in resp.aiter_raw():
+                    whole = splitter.feed(data)
+                    if whole:
+                        seen(whole)
+                        yield whole
+                if splitter.rest.strip():  # the upstream closed mid-event: pass on what it sent, terminated
+                    seen(splitter.rest)
+                    yield splitter.rest + b"\n\n"
+            except httpx.HTTPError as exc:
+                yield sse({"error": {"message": f"the upstream stream failed: {type(exc).__name__}",
+                                     "type": "upstream_error", "param": None, "code": "upstream_unavailable"}})
         if not saw_done:
             yield SSE_DONE

@@ -24,10 +24,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from ..backends.abortable import abort_when
-from ..backends.base import BaseBackend, Chunk, SamplingParams
+from ..backends.base import BackendWrapper, BaseBackend, Chunk, SamplingParams, close_stream
 from ..loading import ModelLoader, RegisteredLoader
 from ..methods import PromptStyle, Task
 from ..probe_file import LinearProbe
@@ -58,23 +58,17 @@ class _Budget:
         self.lock = threading.Lock()  # sampling methods may stream from several threads
 
 
-class CappedBackend(BaseBackend):
+class CappedBackend(BackendWrapper):
+    """One request's view of the shared backend: its token cap, its cancellation, its `on_text`
+    (see the module docstring); everything else is the shared backend's."""
+
     def __init__(self, inner: BaseBackend, cap: int, job: "Job", on_text: Callable[[str, str], None] | None = None,
                  budget: _Budget | None = None):
-        self._inner = inner
+        super().__init__(inner)
         self._budget = budget or _Budget(cap)
         self.cap = cap
         self.job = job
         self.on_text = on_text
-        self.name = inner.name
-        self.model_id = inner.model_id
-        self.capabilities = inner.capabilities
-        self.family_override = getattr(inner, "family_override", None)
-
-    def __getattr__(self, name: str) -> Any:  # chat_template, n_ctx, ... of the real backend
-        if name.startswith("__") or name in ("_inner", "_budget"):
-            raise AttributeError(name)
-        return getattr(self._inner, name)
 
     @property
     def used(self) -> int:
@@ -90,17 +84,11 @@ class CappedBackend(BaseBackend):
 
     def encode(self, text: str) -> list[int]:
         with abort_when(self.job.check):  # may be an HTTP call to a stalled upstream
-            return self._inner.encode(text)
+            return self.inner.encode(text)
 
     def count_tokens(self, text: str) -> int:
         with abort_when(self.job.check):
-            return self._inner.count_tokens(text)
-
-    def render_chat(self, messages, add_generation_prompt: bool = True, **kwargs) -> str:
-        return self._inner.render_chat(messages, add_generation_prompt=add_generation_prompt, **kwargs)
-
-    def close(self) -> None:  # the shared backend outlives the request
-        pass
+            return self.inner.count_tokens(text)
 
     def stream(self, prompt: str, params: SamplingParams) -> Iterator[Chunk]:
         self.job.check()
@@ -108,11 +96,11 @@ class CappedBackend(BaseBackend):
         remaining = b.cap - b.used
         if remaining <= 0:
             b.hit_cap = True
-            return iter([Chunk("", finish_reason="length")])
+            return (c for c in [Chunk("", finish_reason="length")])  # a generator, like every stream
         if params.max_tokens > remaining:
             params = replace(params, max_tokens=remaining)
         with abort_when(self.job.check):
-            return self._wrap(self._inner.stream(prompt, params))
+            return self._wrap(self.inner.stream(prompt, params))
 
     def _next(self, it: Iterator[Chunk]) -> Chunk | None:
         """The next chunk, or None at the end. A blocked upstream read inside `next` polls the
@@ -147,9 +135,7 @@ class CappedBackend(BaseBackend):
                     b.hit_cap = chunk.finish_reason != "stop"
                     return
         finally:
-            close = getattr(inner, "close", None)
-            if close:
-                close()
+            close_stream(inner)
 
 
 class RequestModels(ModelLoader):
@@ -223,7 +209,7 @@ class Job:
                 live = self.queue is not None and self.plan.live
                 # What the client reads (natural form): the emulated split and plain answer text
                 # applied to the deltas, as `streaming.shown_content` applies them to the result.
-                fam = family_for(self.backend.model_id, getattr(self.backend, "family_override", None))
+                fam = family_for(self.backend.model_id, self.backend.family_override)
                 shaper = AnswerStream(fam.emulated, natural=self.plan.answer_format == "natural" and not self.plan.passthrough)
                 on_text = (lambda ch, t, i=i, sh=shaper: [self.emit("delta", i, c, x) for c, x in sh.feed(ch, t)]) if live else None
                 wb = CappedBackend(self.backend, self.plan.cap, self, on_text)
@@ -234,7 +220,7 @@ class Job:
                 if live:
                     for c, x in shaper.flush():
                         self.emit("delta", i, c, x)
-                out = ChoiceOutput(i, res, wb.used, wb.hit_cap, bool(getattr(self.backend, "approximate_counts", False)))
+                out = ChoiceOutput(i, res, wb.used, wb.hit_cap, self.backend.approximate_counts)
                 self.outputs.append(out)
                 self.metrics.record_result(self.plan.method_label, res)
                 self.emit("choice", out)

@@ -101,7 +101,7 @@ def collect(cfg: CollectConfig, *, backend=None, on_progress: Callable[[dict], N
                           "method": method.spec})
     be = backend or get_backend(cfg.model)
     method.check(be)
-    family = family_for(be.model_id, getattr(be, "family_override", None))
+    family = family_for(be.model_id, be.family_override)
     store.set_meta("config", {**asdict(cfg), "model": redact(cfg.model), "command": redact(cfg.command)})
     store.set_meta("versions", versions())
     store.set_meta("dataset", {"name": ds.name, "source": ds.source, "n_items": len(ds.items), "skipped": ds.skipped})

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import DataError
+from ..methods.prompting import TOKENSKIP_SUFFIX  # one definition for training and inference
 from ..reasoning import ANSWER_INSTRUCTION, Family
 
-#: TokenSkip's ratio condition, appended to the user turn (after the answer instruction, separated
-#: by a blank line, exactly where prompt-level methods put their `user_suffix`). At inference the
-#: same suffix selects the compression: e.g. `Compression ratio: 0.6`.
-TOKENSKIP_SUFFIX = "Compression ratio: {ratio:g}"
+#: TokenSkip's ratio condition (`TOKENSKIP_SUFFIX`) is appended to the user turn after the answer
+#: instruction, separated by a blank line, exactly where prompt-level methods put their `user_suffix`;
+#: at inference the `tokenskip(ratio=γ)` method adds the same line: e.g. `Compression ratio: 0.6`.
 
 REQUIRED = ("prompt", "completion")
 
