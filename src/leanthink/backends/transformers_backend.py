@@ -67,6 +67,16 @@ class TransformersBackend(BaseBackend):
             dtype = "float32" if self.device == "cpu" else "auto"
         torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
 
+        self._load_model(transformers, source, gguf_file, torch_dtype)
+
+        self._lock = threading.RLock()
+        self._saved: tuple[list[int], list, Any, Any] | None = None
+        """(token ids whose keys/values it holds, how each was evaluated, cache, (n, logits of
+        position n-1) where n ends a prompt) from the last finished stream."""
+        self._read_model_info(template)
+
+    def _load_model(self, transformers, source: str, gguf_file: str | None, torch_dtype) -> None:
+        """Tokenizer and model onto `self.device`, in eval mode; load failures become user errors."""
         kw = {"gguf_file": gguf_file} if gguf_file else {}
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kw)
@@ -83,10 +93,8 @@ class TransformersBackend(BaseBackend):
             raise ConfigError(f"cannot move the model to device '{self.device}': {exc}") from exc
         self.model.eval()
 
-        self._lock = threading.RLock()
-        self._saved: tuple[list[int], list, Any, Any] | None = None
-        """(token ids whose keys/values it holds, how each was evaluated, cache, (n, logits of
-        position n-1) where n ends a prompt) from the last finished stream."""
+    def _read_model_info(self, template: str | None) -> None:
+        """Chat template, special tokens, context size and the forward's logits-to-keep keyword."""
         tmpl = self.tokenizer.chat_template
         if isinstance(tmpl, dict):  # several named templates
             tmpl = tmpl.get("default") or next(iter(tmpl.values()), None)

@@ -24,7 +24,7 @@ count in `Result.usage` (a token is a token); the trace splits them per model.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -258,6 +258,32 @@ def gen_step(task: Task, prefix: str, cap: int, delim: str, seed: int) -> StepOu
     return StepOut(text, tokens, after, closed)
 
 
+@dataclass
+class _SpecRun:
+    """One spec-reason run: the large (`lt`) and small (`st`) tasks with their prompts, and
+    what the steps accumulate (the reasoning so far, token counts, judge scores)."""
+
+    lt: Task
+    st: Task
+    pl: str
+    ps: str
+    delim: str
+    out: ChainOutput = field(default_factory=ChainOutput)
+    reasoning: str = ""
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("proposed", "accepted", "small_tokens", "large_tokens", "judge_tokens", "rejected_tokens"), 0))
+    scores: list[float] = field(default_factory=list)
+
+    def large_step(self, cap: int, seed: int) -> StepOut:
+        """The large model writes the next step itself; returns it (already added to the reasoning)."""
+        step = gen_step(self.lt, self.pl + self.reasoning, cap, self.delim, seed)
+        self.stats["large_tokens"] += step.tokens + step.after
+        self.reasoning += step.text
+        self.out.thinking_tokens += step.tokens
+        self.out.overhead_tokens += step.after
+        return step
+
+
 @register
 class SpecReason(Method):
     name = "spec-reason"
@@ -294,73 +320,60 @@ class SpecReason(Method):
         lt = replace(task, pre_usage=Usage(), pre_trace=[])
         st = task_on(task, small)
         pl, ps = build_prompt(lt), build_prompt(st)
-        delim = "\n\n" if p.step == "paragraph" else "\n"
-        reasoning = ""
-        out = ChainOutput()
-        stats = {"proposed": 0, "accepted": 0, "small_tokens": 0, "large_tokens": 0, "judge_tokens": 0, "rejected_tokens": 0}
-        scores: list[float] = []
-        finish = None
+        r = _SpecRun(lt, st, pl, ps, "\n\n" if p.step == "paragraph" else "\n")
+        finished = False
         for i in range(p.max_steps):
-            room = p.max_thinking - out.thinking_tokens
+            room = p.max_thinking - r.out.thinking_tokens
             if room <= 0:
-                finish = "budget"
                 break
-            cap = min(p.max_step_tokens, room)
-            prop = gen_step(st, ps + reasoning, cap, delim, task.seed + i)
-            stats["proposed"] += 1
-            stats["small_tokens"] += prop.tokens + prop.after
-            out.overhead_tokens += prop.after
-            if not prop.text.strip():
-                # the small model wants to stop here: no step to judge, the large model answers
-                out.overhead_tokens += prop.tokens
-                stats["rejected_tokens"] += prop.tokens
-                finish = "stop" if prop.closed else None
-                if prop.closed:
-                    break
-                step = gen_step(lt, pl + reasoning, cap, delim, task.seed + i)
-                stats["large_tokens"] += step.tokens + step.after
-                reasoning += step.text
-                out.thinking_tokens += step.tokens
-                out.overhead_tokens += step.after
-                if step.closed or not step.text.strip():
-                    finish = "stop"
-                    break
-                continue
-            score, jt, _ = self.judge(lt, reasoning, prop.text)
-            scores.append(round(score, 2))
-            stats["judge_tokens"] += jt
-            stats["large_tokens"] += jt
-            out.overhead_tokens += jt
-            if score >= p.threshold:
-                stats["accepted"] += 1
-                reasoning += prop.text
-                out.thinking_tokens += prop.tokens
-                done = prop.closed
-            else:
-                stats["rejected_tokens"] += prop.tokens
-                out.overhead_tokens += prop.tokens
-                step = gen_step(lt, pl + reasoning, cap, delim, task.seed + i)
-                stats["large_tokens"] += step.tokens + step.after
-                reasoning += step.text
-                out.thinking_tokens += step.tokens
-                out.overhead_tokens += step.after
-                done = step.closed or not step.text.strip()
-            if done:
-                finish = "stop"
+            if self._step(r, min(p.max_step_tokens, room), task.seed + i):
+                finished = True
                 break
-        # the large model reads the answer off the reasoning
-        chain = Chain(lt)
-        text, forced, gen = chain.force_answer(pl, reasoning)
+        return self._answer(task, small, r, finished)
+
+    def _step(self, r: _SpecRun, cap: int, seed: int) -> bool:
+        """Propose, judge and accept or rewrite one step; True when the reasoning has ended."""
+        prop = gen_step(r.st, r.ps + r.reasoning, cap, r.delim, seed)
+        r.stats["proposed"] += 1
+        r.stats["small_tokens"] += prop.tokens + prop.after
+        r.out.overhead_tokens += prop.after
+        if not prop.text.strip():
+            # the small model wants to stop here: no step to judge, the large model answers
+            r.out.overhead_tokens += prop.tokens
+            r.stats["rejected_tokens"] += prop.tokens
+            if prop.closed:
+                return True
+            step = r.large_step(cap, seed)
+            return step.closed or not step.text.strip()
+        score, jt, _ = self.judge(r.lt, r.reasoning, prop.text)
+        r.scores.append(round(score, 2))
+        r.stats["judge_tokens"] += jt
+        r.stats["large_tokens"] += jt
+        r.out.overhead_tokens += jt
+        if score >= self.params.threshold:
+            r.stats["accepted"] += 1
+            r.reasoning += prop.text
+            r.out.thinking_tokens += prop.tokens
+            return prop.closed
+        r.stats["rejected_tokens"] += prop.tokens
+        r.out.overhead_tokens += prop.tokens
+        step = r.large_step(cap, seed)
+        return step.closed or not step.text.strip()
+
+    def _answer(self, task: Task, small: BaseBackend, r: _SpecRun, finished: bool) -> Result:
+        """The large model reads the answer off the reasoning; the result carries both models' counts."""
+        out, stats = r.out, r.stats
+        text, forced, gen = Chain(r.lt).force_answer(r.pl, r.reasoning)
         stats["large_tokens"] += gen
         out.answer_text, out.forced_tokens, out.answer_tokens = text, forced, gen
-        out.reasoning = reasoning.strip()
-        out.finish_reason = "stop" if finish == "stop" else "budget"
-        judged = len(scores)
+        out.reasoning = r.reasoning.strip()
+        out.finish_reason = "stop" if finished else "budget"
+        judged = len(r.scores)
         ev = TraceEvent(event="spec_reason", detail={
             **stats, "judged": judged, "acceptance_rate": round(stats["accepted"] / judged, 4) if judged else None,
-            "scores": scores, "small_model": small.model_id, "large_model": task.backend.model_id,
+            "scores": r.scores, "small_model": small.model_id, "large_model": task.backend.model_id,
         })
-        res = to_result(lt, self, out, prompt=pl, extra_trace=[ev])
+        res = to_result(r.lt, self, out, prompt=r.pl, extra_trace=[ev])
         res.usage = res.usage.add(task.pre_usage)
         res.trace = list(task.pre_trace) + res.trace
         return res

@@ -122,6 +122,29 @@ def load_prompts(path: str | Path, opts: RLOptions) -> list[dict]:
     return rows
 
 
+def _rewards(opts: RLOptions, count, emulated: bool) -> tuple[list, list[float]]:
+    """(reward functions, weights): the chosen reward, plus correctness at weight 0 so it is logged."""
+    funcs, weights = [make_reward(opts.reward, count, emulated=emulated)], [1.0]
+    if parse_reward_spec(opts.reward)[0] != "correct":
+        funcs.append(make_reward("correct", count, emulated=emulated))
+        weights.append(0.0)  # logged (rewards/correct/mean), not optimised
+    return funcs, weights
+
+
+def _grpo_config(trl, opts: RLOptions, ckpt_dir: Path, weights: list[float], on_gpu: bool, bf16: bool):
+    vllm_kw = {}
+    if opts.vllm or opts.vllm_server:
+        vllm_kw = {"use_vllm": True, "vllm_mode": "server" if opts.vllm_server else "colocate"}
+    return trl.GRPOConfig(
+        output_dir=str(ckpt_dir), max_steps=opts.max_steps, learning_rate=opts.learning_rate,
+        per_device_train_batch_size=opts.num_generations, num_generations=opts.num_generations,
+        max_completion_length=opts.max_completion, temperature=opts.temperature, beta=opts.beta,
+        reward_weights=weights, logging_steps=1, save_steps=opts.save_steps, seed=opts.seed,
+        use_cpu=not on_gpu, bf16=bf16, fp16=False, report_to="none",
+        disable_tqdm=True, gradient_checkpointing=False, use_vllm=False, **vllm_kw,
+    )
+
+
 def train_rl(data: str, model: str, out: str, opts: RLOptions | None = None, *, resume: bool = False,
              log=print) -> dict:
     """GRPO on `data` with `opts.reward` (+ correctness logged at weight 0); writes adapter/ and summary.json."""
@@ -132,41 +155,21 @@ def train_rl(data: str, model: str, out: str, opts: RLOptions | None = None, *, 
     peft = require("peft", "train", "LoRA training")
     datasets = require("datasets", "train", "leanthink train rl")
     torch = require("torch", "train", "leanthink train rl")
-    from .sft import load_model
+    from ..reasoning import family_for
+    from .sft import load_model, prepare_out
 
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    out_dir = Path(out)
-    ckpt_dir = out_dir / "checkpoints"
-    has_ckpt = any(ckpt_dir.glob("checkpoint-*"))
-    if has_ckpt and not resume:
-        raise ConfigError(f"'{out_dir}' already has checkpoints: pass --resume to continue, or choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir, ckpt_dir, has_ckpt = prepare_out(out, resume)
     m, tok, src = load_model(model, opts.dtype, log=log)
     on_gpu = torch.cuda.is_available()
 
     def count(text: str) -> int:
         return len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
 
-    from ..reasoning import family_for
-
     emulated = family_for(f"{model} {src}").emulated  # Qwen2.5/SmolLM2: thinking = text before \\boxed{
-    main_reward = make_reward(opts.reward, count, emulated=emulated)
-    funcs, weights = [main_reward], [1.0]
-    if parse_reward_spec(opts.reward)[0] != "correct":
-        funcs.append(make_reward("correct", count, emulated=emulated))
-        weights.append(0.0)  # logged (rewards/correct/mean), not optimised
-    vllm_kw = {}
-    if opts.vllm or opts.vllm_server:
-        vllm_kw = {"use_vllm": True, "vllm_mode": "server" if opts.vllm_server else "colocate"}
-    cfg = trl.GRPOConfig(
-        output_dir=str(ckpt_dir), max_steps=opts.max_steps, learning_rate=opts.learning_rate,
-        per_device_train_batch_size=opts.num_generations, num_generations=opts.num_generations,
-        max_completion_length=opts.max_completion, temperature=opts.temperature, beta=opts.beta,
-        reward_weights=weights, logging_steps=1, save_steps=opts.save_steps, seed=opts.seed,
-        use_cpu=not on_gpu, bf16=on_gpu and m.dtype == torch.bfloat16, fp16=False, report_to="none",
-        disable_tqdm=True, gradient_checkpointing=False, use_vllm=False, **vllm_kw,
-    )
+    funcs, weights = _rewards(opts, count, emulated)
+    cfg = _grpo_config(trl, opts, ckpt_dir, weights, on_gpu, on_gpu and m.dtype == torch.bfloat16)
     lora = peft.LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = trl.GRPOTrainer(model=m, reward_funcs=funcs, args=cfg, train_dataset=datasets.Dataset.from_list(rows),
                               processing_class=tok, peft_config=lora)
@@ -179,7 +182,7 @@ def train_rl(data: str, model: str, out: str, opts: RLOptions | None = None, *, 
     trainer.save_model(str(final))
     tok.save_pretrained(str(final))
     hist = [h for h in trainer.state.log_history if "reward" in h]
-    key = f"rewards/{main_reward.__name__}/mean"
+    key = f"rewards/{funcs[0].__name__}/mean"
     summary = {
         "stage": "rl", "data": str(Path(data).resolve()), "model": model, "base_hf": src, "prompts": len(rows),
         "steps": trainer.state.global_step, "wall_s": round(wall, 1),

@@ -223,30 +223,21 @@ def _progress_callback(log, out: Path):
     return Progress()
 
 
-def train_sft(data: str, model: str, out: str, opts: SFTOptions | None = None, *, resume: bool = False,
-              log=print) -> dict:
-    """Fine-tune `model` on `data` into `out` (adapter/, checkpoints/, summary.json); returns the summary."""
-    opts = opts or SFTOptions()
-    opts.validate()
-    rows = load_examples(data, opts.limit)
-    trl = require("trl", "train", "leanthink train sft")
-    peft = require("peft", "train", "LoRA training")
-    datasets = require("datasets", "train", "leanthink train sft")
-    torch = require("torch", "train", "leanthink train sft")
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
+def prepare_out(out: str, resume: bool) -> tuple[Path, Path, bool]:
+    """(output dir, its checkpoints dir, whether a checkpoint exists); refuses to mix runs without `resume`."""
     out_dir = Path(out)
     ckpt_dir = out_dir / "checkpoints"
     has_ckpt = any(ckpt_dir.glob("checkpoint-*"))
     if has_ckpt and not resume:
         raise ConfigError(f"'{out_dir}' already has checkpoints: pass --resume to continue, or choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
-    t_load = time.time()
-    m, tok, src = load_model(model, opts.dtype, log=log)
-    load_s = time.time() - t_load
+    return out_dir, ckpt_dir, has_ckpt
+
+
+def _sft_trainer(trl, peft, torch, opts: SFTOptions, ds, m, tok, out_dir: Path, ckpt_dir: Path, weighted: bool,
+                 log):
+    """TRL's SFTTrainer set up from `opts` (the weighted subclass and collator when examples carry weights)."""
     on_gpu = torch.cuda.is_available()
-    weighted = any(r["weight"] != 1.0 for r in rows)
-    ds = datasets.Dataset.from_list(rows if weighted else [{k: r[k] for k in ("prompt", "completion")} for r in rows])
     cfg = trl.SFTConfig(
         output_dir=str(ckpt_dir), num_train_epochs=opts.epochs, max_steps=opts.max_steps,
         learning_rate=opts.learning_rate, per_device_train_batch_size=opts.batch_size,
@@ -266,25 +257,50 @@ def train_sft(data: str, model: str, out: str, opts: SFTOptions | None = None, *
                           callbacks=[_progress_callback(log, out_dir)])
     if weighted:
         trainer.data_collator = _WeightCollator(trainer.data_collator, torch)
+    return trainer
+
+
+def train_sft(data: str, model: str, out: str, opts: SFTOptions | None = None, *, resume: bool = False,
+              log=print) -> dict:
+    """Fine-tune `model` on `data` into `out` (adapter/, checkpoints/, summary.json); returns the summary."""
+    opts = opts or SFTOptions()
+    opts.validate()
+    rows = load_examples(data, opts.limit)
+    trl = require("trl", "train", "leanthink train sft")
+    peft = require("peft", "train", "LoRA training")
+    datasets = require("datasets", "train", "leanthink train sft")
+    torch = require("torch", "train", "leanthink train sft")
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    out_dir, ckpt_dir, has_ckpt = prepare_out(out, resume)
+    t_load = time.time()
+    m, tok, src = load_model(model, opts.dtype, log=log)
+    load_s = time.time() - t_load
+    on_gpu = torch.cuda.is_available()
+    weighted = any(r["weight"] != 1.0 for r in rows)
+    ds = datasets.Dataset.from_list(rows if weighted else [{k: r[k] for k in ("prompt", "completion")} for r in rows])
+    trainer = _sft_trainer(trl, peft, torch, opts, ds, m, tok, out_dir, ckpt_dir, weighted, log)
     log(f"training {len(rows)} examples{' (weighted)' if weighted else ''} on {'GPU' if on_gpu else 'CPU'}, "
         f"dtype {m.dtype}, {'full' if opts.full else f'LoRA r={opts.lora_r}'}; {trainer.state.max_steps or '?'} steps")
+    resumed = bool(resume and has_ckpt)
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=True if (resume and has_ckpt) else None)
+    result = trainer.train(resume_from_checkpoint=True if resumed else None)
     wall = time.time() - t0
     final = out_dir / ("model" if opts.full else "adapter")
     trainer.save_model(str(final))
     tok.save_pretrained(str(final))
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    tokens = next((h["num_tokens"] for h in reversed(trainer.state.log_history) if "num_tokens" in h), None)
-    run_tokens = result.metrics.get("train_num_tokens") or tokens
+    hist = trainer.state.log_history
+    losses = [h["loss"] for h in hist if "loss" in h]
+    tokens = next((h["num_tokens"] for h in reversed(hist) if "num_tokens" in h), None)
     summary = {
         "stage": "sft", "data": str(Path(data).resolve()), "model": model, "base_hf": src, "examples": len(rows),
         "weighted": weighted, "steps": trainer.state.global_step, "loss_start": losses[0] if losses else None,
         "loss_end": losses[-1] if losses else None, "train_tokens": tokens,
-        "train_tokens_per_s": round(tokens / wall, 1) if tokens and wall and not (resume and has_ckpt) else None,
+        "train_tokens_per_s": round(tokens / wall, 1) if tokens and wall and not resumed else None,
         "wall_s": round(wall, 1), "model_load_s": round(load_s, 1), "dtype": str(m.dtype).replace("torch.", ""),
-        "device": "cuda" if on_gpu else "cpu", "threads": torch.get_num_threads(), "resumed": bool(resume and has_ckpt),
-        "output": str(final), "options": asdict(opts), "train_metrics": result.metrics, "run_tokens": run_tokens,
+        "device": "cuda" if on_gpu else "cpu", "threads": torch.get_num_threads(), "resumed": resumed,
+        "output": str(final), "options": asdict(opts), "train_metrics": result.metrics,
+        "run_tokens": result.metrics.get("train_num_tokens") or tokens,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     log(f"done: {summary['steps']} steps, loss {summary['loss_start']} -> {summary['loss_end']}, "

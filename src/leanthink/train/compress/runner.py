@@ -124,26 +124,15 @@ def _open_work(path: Path, header: dict) -> dict[str, dict]:
     return done
 
 
-def compress(cfg: CompressConfig, *, scorer=None, backend=None,
-             on_progress: Callable[[dict], None] | None = None) -> dict:
-    """Compress the chains in `cfg.chains` with `cfg.spec` into `cfg.out`; returns the summary."""
-    from ...reasoning import family_for
-    from ..collect import load_chains
-
-    comp: Compressor = get_compressor(cfg.spec)
+def _check_config(cfg: CompressConfig) -> None:
     if not cfg.out.endswith(".jsonl"):
         raise ConfigError(f"--out must be a .jsonl file path, got '{cfg.out}'")
     if cfg.limit is not None and cfg.limit < 1:
         raise ConfigError(f"limit must be a positive integer, got {cfg.limit}")
-    recs, meta = load_chains(cfg.chains)
-    if not recs:
-        raise DataError(f"'{cfg.chains}' holds no chains yet")
-    bmeta = meta.get("backend") or {}
-    chain_model = (meta.get("identity") or {}).get("model")
-    family = family_for(bmeta.get("model_id", ""), bmeta.get("family"))
-    groups = build_groups(recs)[: cfg.limit]
-    if comp.name == "asap":
-        attach_references(groups, meta)
+
+
+def _make_context(cfg: CompressConfig, family, chain_model: str | None, scorer, backend) -> Context:
+    """The compressors' context; the scorer and generation model load lazily, only if a step asks."""
 
     def make_scorer():
         if scorer is not None:
@@ -159,33 +148,37 @@ def compress(cfg: CompressConfig, *, scorer=None, backend=None,
 
         return get_backend(cfg.model or chain_model, quiet=True)
 
-    ctx = Context(family=family, scorer_factory=make_scorer, backend_factory=make_backend)
-    header = {"spec": comp.spec, "chains": str(Path(cfg.chains).resolve()), "include_cut": cfg.include_cut,
-              "rederive": cfg.rederive, "scorer": cfg.scorer, "model": cfg.model}
-    work = work_path(cfg.out)
-    done = _open_work(work, header)
-    source = (meta.get("dataset") or {}).get("name", "")
-    t0 = time.perf_counter()
+    return Context(family=family, scorer_factory=make_scorer, backend_factory=make_backend)
+
+
+def _compress_group(g: Group, comp: Compressor, ctx: Context, cfg: CompressConfig, source: str) -> dict:
+    """One item's work row: the verified examples of its chains and the drops, with their reasons."""
+    examples, drops = [], []
+    for res in comp.apply(g, ctx, include_cut=cfg.include_cut):
+        if isinstance(res, Drop):
+            drops.append(asdict(res))
+            continue
+        why, completion = verify(res, g, ctx, cfg.rederive)
+        if why:
+            drops.append({"item_id": g.item_id, "reason": why, "seed": res.source.seed})
+            continue
+        m = {"item_id": g.item_id, "seed": res.source.seed, "source": source, "compressor": comp.spec,
+             "importance": comp.importance, "orig_tokens": res.orig_tokens, "tokens": res.tokens,
+             "ratio": round(res.tokens / res.orig_tokens, 4) if res.orig_tokens else None,
+             "gold": g.gold, **res.meta}
+        examples.append(make_example(g.question, completion, weight=res.weight, meta=m,
+                                     user_suffix=res.user_suffix))
+    return {"item_id": g.item_id, "examples": examples, "drops": drops}
+
+
+def _run_groups(groups: list[Group], done: dict[str, dict], work: Path, comp: Compressor, ctx: Context,
+                cfg: CompressConfig, source: str, on_progress: Callable[[dict], None] | None) -> None:
+    """Compress the groups not in `done` (filling it in), appending each row to the work file as it finishes."""
     state = {"total": len(groups), "done": 0, "kept": 0, "dropped": 0}
     with open(work, "a", encoding="utf-8") as wf:
         for g in groups:
             if g.item_id not in done:
-                examples, drops = [], []
-                for res in comp.apply(g, ctx, include_cut=cfg.include_cut):
-                    if isinstance(res, Drop):
-                        drops.append(asdict(res))
-                        continue
-                    why, completion = verify(res, g, ctx, cfg.rederive)
-                    if why:
-                        drops.append({"item_id": g.item_id, "reason": why, "seed": res.source.seed})
-                        continue
-                    m = {"item_id": g.item_id, "seed": res.source.seed, "source": source, "compressor": comp.spec,
-                         "importance": comp.importance, "orig_tokens": res.orig_tokens, "tokens": res.tokens,
-                         "ratio": round(res.tokens / res.orig_tokens, 4) if res.orig_tokens else None,
-                         "gold": g.gold, **res.meta}
-                    examples.append(make_example(g.question, completion, weight=res.weight, meta=m,
-                                                 user_suffix=res.user_suffix))
-                done[g.item_id] = row = {"item_id": g.item_id, "examples": examples, "drops": drops}
+                done[g.item_id] = row = _compress_group(g, comp, ctx, cfg, source)
                 wf.write(json.dumps(row, ensure_ascii=False) + "\n")
                 wf.flush()
             row = done[g.item_id]
@@ -194,18 +187,20 @@ def compress(cfg: CompressConfig, *, scorer=None, backend=None,
             state["dropped"] += len(row["drops"])
             if on_progress:
                 on_progress(dict(state, last=row))
-    examples = comp.finalize([e for g in groups for e in done[g.item_id]["examples"]])
-    drops = [d for g in groups for d in done[g.item_id]["drops"]]
+
+
+def _summary(cfg: CompressConfig, comp: Compressor, ctx: Context, groups: list[Group], examples: list[dict],
+             drops: list[dict], meta: dict, chain_model: str | None, source: str, t0: float) -> dict:
     by_reason: dict[str, int] = {}
     for d in drops:
         by_reason[d["reason"]] = by_reason.get(d["reason"], 0) + 1
     ratios = [e["meta"]["ratio"] for e in examples if e["meta"].get("ratio") is not None]
     orig = sum(e["meta"]["orig_tokens"] for e in examples)
     new = sum(e["meta"]["tokens"] for e in examples)
-    scorer_obj = ctx._scorer
-    summary = {
+    family = ctx.family
+    return {
         "compressor": comp.spec, "importance": comp.importance,
-        "scorer": getattr(scorer_obj, "name", None), "chains": str(cfg.chains), "source": source,
+        "scorer": getattr(ctx._scorer, "name", None), "chains": str(cfg.chains), "source": source,
         "source_detail": (meta.get("dataset") or {}).get("source"), "chains_model": chain_model, "family": family.name,
         "completion_format": ("<think>\\nREASONING\\n</think>\\n\\nANSWER" if family.native_thinking
                               else "REASONING ANSWER (emulated thinking: no tags)"),
@@ -219,9 +214,39 @@ def compress(cfg: CompressConfig, *, scorer=None, backend=None,
         "include_cut": cfg.include_cut, "rederive": cfg.rederive, "time_s": round(time.perf_counter() - t0, 1),
         "out": str(cfg.out),
     }
+
+
+def compress(cfg: CompressConfig, *, scorer=None, backend=None,
+             on_progress: Callable[[dict], None] | None = None) -> dict:
+    """Compress the chains in `cfg.chains` with `cfg.spec` into `cfg.out`; returns the summary."""
+    from ...reasoning import family_for
+    from ..collect import load_chains
+
+    comp: Compressor = get_compressor(cfg.spec)
+    _check_config(cfg)
+    recs, meta = load_chains(cfg.chains)
+    if not recs:
+        raise DataError(f"'{cfg.chains}' holds no chains yet")
+    bmeta = meta.get("backend") or {}
+    chain_model = (meta.get("identity") or {}).get("model")
+    family = family_for(bmeta.get("model_id", ""), bmeta.get("family"))
+    groups = build_groups(recs)[: cfg.limit]
+    if comp.name == "asap":
+        attach_references(groups, meta)
+    ctx = _make_context(cfg, family, chain_model, scorer, backend)
+    header = {"spec": comp.spec, "chains": str(Path(cfg.chains).resolve()), "include_cut": cfg.include_cut,
+              "rederive": cfg.rederive, "scorer": cfg.scorer, "model": cfg.model}
+    work = work_path(cfg.out)
+    done = _open_work(work, header)
+    source = (meta.get("dataset") or {}).get("name", "")
+    t0 = time.perf_counter()
+    _run_groups(groups, done, work, comp, ctx, cfg, source, on_progress)
+    examples = comp.finalize([e for g in groups for e in done[g.item_id]["examples"]])
+    drops = [d for g in groups for d in done[g.item_id]["drops"]]
+    summary = _summary(cfg, comp, ctx, groups, examples, drops, meta, chain_model, source, t0)
     if not examples:
         summary_path(cfg.out).write_text(json.dumps(summary, indent=2) + "\n")
-        raise DataError(f"no example survived compression and verification ({by_reason}); "
+        raise DataError(f"no example survived compression and verification ({summary['dropped_by_reason']}); "
                         f"summary in {summary_path(cfg.out)}")
     write_examples(cfg.out, examples, summary)
     return summary
