@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 from ..errors import ConfigError, LeanthinkError, require
 from ..models import redact, redact_obj
+from . import views
 from .metrics import summarize
 from .store import Store
 
@@ -244,6 +245,8 @@ def _grade_errors_note(s: dict) -> str:
             "accuracy of these methods is a lower bound; the items below show each grader error.")
 
 
+COST_NOTE = ("A latent step (a continuous thought) costs a forward pass but no token, and a method can hold "
+             "more or less context than it writes: these columns show what a token count alone would hide.")
 PARETO_NOTE = "★ = on the Pareto frontier of accuracy vs mean total tokens per item (overhead included)."
 
 
@@ -267,6 +270,8 @@ def _markdown(d: _Data) -> str:
     lines += ["", "## Methods", "", f"Baseline: `{s['baseline'] or 'none (no `think` run)'}`. {PARETO_NOTE}", ""]
     lines += _md_table(*_method_table(s))
     lines += ["", "![accuracy vs mean total tokens per item](pareto.png)"]
+    lines += ["", "## Cost beyond tokens: latent steps, peak context, wall time", "", COST_NOTE, ""]
+    lines += views.pareto_table(views.summary_rows(_by_method(d.records)))
     lines += ["", "## Oracle early exit", ""]
     if s["oracle"]:
         lines += _md_table(["oracle (first correct cut of each baseline chain)", "value"], _oracle_rows(s["oracle"]))
@@ -408,6 +413,8 @@ def _html_doc(d: _Data) -> str:
     header, rows = _method_table(s)
     figures = [
         {"uri": _fig_pareto(d), "caption": "Accuracy vs mean total tokens (95% CI). Line: Pareto frontier; star: oracle exit."},
+        {"uri": "data:image/png;base64," + views.pareto_figure(views.summary_rows(_by_method(d.records))),
+         "caption": "Accuracy vs wall time per item and vs peak context (positions held in the KV cache)."},
         {"uri": _fig_hist(d), "caption": "Total tokens per item, by method."},
         {"uri": _fig_exit(d), "caption": "Exit point vs oracle pearl point, per item (non-baseline methods).",
          "missing": "No exit-vs-oracle plot: no oracle pearl points, or no non-baseline method ran on those items."},

@@ -14,6 +14,7 @@ def ensure_loaded() -> None:
         return
     _LOADED = True
     from . import baselines, collab, control, early_exit, prompting, sampling  # noqa: F401
+    from ..latent import methods as _latent  # noqa: F401  (lightthinker, coconut, codi, softcot)
 
 
 __all__ = ["REGISTRY", "Method", "PromptStyle", "Task", "get_method", "register", "ensure_loaded"]

@@ -14,7 +14,7 @@ import typer
 
 from ..errors import LeanthinkError
 
-app = typer.Typer(help="Post-training for concise reasoning: collect, compress, sft, rl, export.",
+app = typer.Typer(help="Post-training for concise reasoning: collect, compress, sft, rl, export; latent reasoning recipes.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 
@@ -136,6 +136,56 @@ def fetch_converter_command(
     from .export import fetch_converter
 
     path = _run(fetch_converter, sdist, log=_log)
+    print(path)
+
+
+@app.command("latent")
+def latent_command(
+    recipe: str = typer.Argument(..., help="nocot-sft, cot-sft, lightthinker, coconut, codi or softcot."),
+    model: str = typer.Option("smollm2-135m", "--model", help="Base model (softcot: the frozen main model): preset, .gguf, HF dir or hub id."),
+    task: str = typer.Option("chain", "--task", help="Procedural task: chain (4 operands) or chain:N."),
+    out: str = typer.Option(..., "--out", "-o", help="Checkpoint directory (HF model + latent.json); run it with --model OUT."),
+    steps: int = typer.Option(200, "--steps", help="Optimizer steps (coconut: over all its stages)."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    lr: float = typer.Option(1e-4, "--lr"),
+    proj_lr: float = typer.Option(1e-3, "--proj-lr", help="Learning rate of the codi/softcot projection."),
+    n_train: int = typer.Option(2000, "--n-train", help="Distinct training questions (never evaluation ones)."),
+    lora_r: int = typer.Option(0, "--lora-r", help="0: all weights; >0: LoRA rank (merged into the checkpoint)."),
+    n_gist: int = typer.Option(2, "--n-gist", help="lightthinker: gist tokens per step."),
+    thoughts_per_step: int = typer.Option(1, "--thoughts-per-step", help="coconut/codi: continuous thoughts per replaced step."),
+    first_stage: int = typer.Option(0, "--first-stage", help="coconut: first curriculum stage (1 when --model is a cot-sft checkpoint)."),
+    max_stage: Optional[int] = typer.Option(None, "--max-stage", help="coconut: last stage (default: every step latent)."),
+    n_latent: Optional[int] = typer.Option(None, "--n-latent", help="codi: continuous thoughts (default: steps x thoughts-per-step)."),
+    n_soft: int = typer.Option(4, "--n-soft", help="softcot: soft thoughts."),
+    assistant: Optional[str] = typer.Option(None, "--assistant", help="softcot: the frozen assistant model (default: --model)."),
+    save_every: int = typer.Option(50, "--save-every", help="Save resumable state every N steps."),
+    log_every: int = typer.Option(5, "--log-every"),
+    dtype: str = typer.Option("auto", "--dtype"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the unfinished run in OUT."),
+):
+    """Latent / compressed reasoning recipes (issue 16) and their baselines, on a procedural task."""
+    from ..latent.train import LatentOptions, train_latent
+
+    opts = LatentOptions(task=task, n_train=n_train, steps=steps, batch_size=batch_size, lr=lr, proj_lr=proj_lr,
+                         lora_r=lora_r, n_gist=n_gist, thoughts_per_step=thoughts_per_step, first_stage=first_stage,
+                         max_stage=max_stage, n_latent=n_latent, n_soft=n_soft, assistant=assistant,
+                         save_every=save_every, log_every=log_every, dtype=dtype, threads=threads, seed=seed)
+    meta = _run(train_latent, recipe, model, out, opts, resume=resume, log=_log)
+    print(json.dumps({k: v for k, v in meta.items() if k != "options"}, indent=2))
+
+
+@app.command("latent-data")
+def latent_data_command(
+    out: str = typer.Argument(..., help="JSONL to write (id, question, answer, steps)."),
+    task: str = typer.Option("chain", "--task"),
+    n: int = typer.Option(100, "--n", help="Evaluation questions (disjoint from every training set)."),
+):
+    """Write a latent task's evaluation split for `leanthink bench --dataset jsonl:OUT?kind=number`."""
+    from ..latent.task import parse_task, write_eval_jsonl
+
+    path = _run(lambda: write_eval_jsonl(out, parse_task(task), n))
     print(path)
 
 
