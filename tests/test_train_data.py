@@ -112,6 +112,8 @@ LONG = ("First, we read the problem carefully and note what is asked.\n\n"
     ("prune", "unknown compressor 'prune'. Known compressors: asap, rewrite, shortest, spirit, tokenskip"),
     ("", "compressor name is empty"),
     ("tokenskip(ratio=0.5", "cannot parse compressor spec"),
+    ("tokenskip(mix=0.5/1.2)", "every ratio in mix must be in (0, 1]; got 1.2"),
+    ("tokenskip(mix=0.5/x)", "mix must be ratios separated by '/'"),
 ])
 def test_bad_compressor_specs_are_one_line_config_errors(spec, msg):
     with pytest.raises(ConfigError, match=re.escape(msg)) as exc:
@@ -220,6 +222,23 @@ def test_tokenskip_without_ratio_prompt_and_llmlingua_missing(monkeypatch):
     assert comp.importance == "llmlingua2"
     with pytest.raises(ConfigError, match="needs the optional 'llmlingua' package"):
         comp.apply(group(chain(LONG)), ctx(ScriptedScorer()))
+
+
+def test_tokenskip_mix_gives_each_chain_one_ratio_stably():
+    sc = ScriptedScorer(word_surprisal)
+    comp = get_compressor("tokenskip(mix=0.5/0.9)")
+    chains = [chain(LONG, seed=s) for s in range(8)]
+    first = comp.apply(group(*chains), ctx(sc))
+    again = comp.apply(group(*chains), ctx(sc))
+    targets = [c.meta["target_ratio"] for c in first]
+    assert targets == [c.meta["target_ratio"] for c in again]  # stable: a resume gives the same γ
+    assert set(targets) == {0.5, 0.9}  # 8 chains, both ratios used
+    for c in first:
+        t = c.meta["target_ratio"]
+        assert c.user_suffix == f"Compression ratio: {t:g}"
+        assert abs(c.tokens / c.orig_tokens - t) <= 0.05
+    assert comp.user_suffix() == "Compression ratio: 0.5 | Compression ratio: 0.9"
+    assert comp.spec == "tokenskip(mix=0.5/0.9)"
 
 
 # -- steps: spirit and asap -----------------------------------------------------------------

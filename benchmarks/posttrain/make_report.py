@@ -1,8 +1,8 @@
 """Post-train benchmark report: base vs trained models under `think`, paired on common items.
 
     python benchmarks/posttrain/make_report.py --base /work/posttrain-runs/bench-base \
-        --run "SFT gold-solution (40 ex)=/work/posttrain-runs/bench-sft-gold" [--run NAME=DIR ...] \
-        --meta /work/posttrain-runs/stages.json --out benchmarks/posttrain
+        --run "SFT gold-solution (40 ex)=/work/posttrain-runs/bench-sft-gold" [--run NAME=DIR[@METHOD] ...] \
+        --meta /work/posttrain-runs/stages.json --title TITLE --out benchmarks/posttrain
 
 Reads the bench stores (results.sqlite), writes report.md, summary.json and pareto.png
 (accuracy vs mean thinking tokens, 95% bootstrap CIs). Only items present in every store
@@ -49,37 +49,14 @@ def row(name: str, recs: dict, items: list[str], base: dict | None) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--base", required=True)
-    ap.add_argument("--run", action="append", default=[], help="NAME=DIR")
-    ap.add_argument("--method", default="think", help="the base store's method")
-    ap.add_argument("--meta", help="JSON with stage timings/throughput to embed")
-    ap.add_argument("--out", default="benchmarks/posttrain")
-    a = ap.parse_args()
-    base = load(a.base, a.method or None)
-    runs = []
-    for spec in a.run:
-        name, _, rest = spec.partition("=")
-        d, _, m = rest.partition("@")
-        runs.append((name, load(d, m or None)))
-    order = lambda s: int(s.rsplit("/", 1)[-1])  # noqa: E731
-    rows, pairs = [], []
-    for name, recs in runs:  # each run is paired with the base on the items both have
-        items = sorted(set(base) & set(recs), key=order)
-        pair = [row("base (same export path, q8_0)", base, items, None), row(name, recs, items, base)]
-        rows += pair
-        pairs.append({"run": name, "items": items, "rows": pair})
-    if not runs:
-        items = sorted(base, key=order)
-        rows = [row("base (same export path, q8_0)", base, items, None)]
-        pairs.append({"run": None, "items": items, "rows": rows})
-    out = Path(a.out)
-    meta = json.loads(Path(a.meta).read_text()) if a.meta else {}
-    (out / "summary.json").write_text(json.dumps({"base_method": a.method, "pairs": pairs, "stages": meta}, indent=2))
-    lines = ["# Post-train benchmark: GSM8K dev (first items), Qwen2.5-Coder-0.5B, base vs LoRA-SFT", "",
-             "Each trained model is paired with the base on the items both runs finished (n per pair).", "",
-             "| model | method | n | accuracy [95% CI] | thinking tok (mean) | vs base | thinking median | total tok (mean) | max thinking | forced answer | flips -/+ | McNemar p |",
+def parse_run(spec: str) -> tuple[str, dict]:
+    name, _, rest = spec.partition("=")
+    d, _, m = rest.partition("@")
+    return name, load(d, m or None)
+
+
+def table(rows: list[dict]) -> list[str]:
+    lines = ["| model | method | n | accuracy [95% CI] | thinking tok (mean) | vs base | thinking median | total tok (mean) | max thinking | forced answer | flips -/+ | McNemar p |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lo, hi = r["accuracy_ci"]
@@ -89,34 +66,79 @@ def main() -> None:
         lines.append(f"| {r['name']} | `{r['method']}` | {r['n']} | {r['accuracy']:.1%} [{lo:.1%}, {hi:.1%}] | "
                      f"{r['thinking_mean']:.0f} | {vs} | {r['thinking_median']} | {r['total_mean']:.0f} | {r['max_thinking']} | {r['forced']} | "
                      f"{flips} | {p} |")
-    lines += ["", "flips -/+: items the base got right and the trained model wrong / the reverse (paired, same items).",
-              "forced answer: chains whose answer the harness had to force (thinking cap reached, or no `\\boxed{}` written). `think` caps thinking at 4096 tokens,",
-              "`think(max_thinking=1024)` at 1024; a greedy chain that stays under 1024 is the same under both.",
+    return lines
+
+
+def plot(pairs: list[dict], title: str, path: Path) -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    seen: set[tuple] = set()
+    for k, pr in enumerate(pairs):
+        for j, r in enumerate(pr["rows"]):
+            if j == 0 and tuple(pr["items"]) in seen:
+                continue  # the same base row once per item set
+            seen.add(tuple(pr["items"]))
+            lo, hi = r["accuracy_ci"]
+            ax.errorbar(r["thinking_mean"], r["accuracy"], yerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]],
+                        fmt="o" if j else "s", color="grey" if not j else f"C{k}", capsize=3,
+                        label=f"{r['name']} (n={r['n']})")
+    ax.set_xlabel("mean thinking tokens")
+    ax.set_ylabel("accuracy (95% bootstrap CI)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6.5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", required=True, help="DIR[@METHOD]: the base model's store, the reference for flips")
+    ap.add_argument("--base-name", default="base (same export path, q8_0)")
+    ap.add_argument("--run", action="append", default=[], help="NAME=DIR[@METHOD]")
+    ap.add_argument("--method", default=None, help="the base store's method (or DIR@METHOD)")
+    ap.add_argument("--title", default="GSM8K dev (first items), Qwen2.5-Coder-0.5B, base vs LoRA-SFT")
+    ap.add_argument("--note", action="append", default=[], help="a line added under the table")
+    ap.add_argument("--meta", help="JSON with stage timings/throughput to embed")
+    ap.add_argument("--out", default="benchmarks/posttrain")
+    a = ap.parse_args()
+    bdir, _, bmethod = a.base.partition("@")
+    base = load(bdir, bmethod or a.method)
+    runs = [parse_run(spec) for spec in a.run]
+    order = lambda s: int(s.rsplit("/", 1)[-1])  # noqa: E731
+    rows, pairs, seen = [], [], set()
+    for name, recs in runs:  # each run is paired with the base on the items both have
+        items = sorted(set(base) & set(recs), key=order)
+        pair = [row(a.base_name, base, items, None), row(name, recs, items, base)]
+        key = tuple(items)
+        rows += pair if key not in seen else pair[1:]  # the base row once per item set
+        seen.add(key)
+        pairs.append({"run": name, "items": items, "rows": pair})
+    if not runs:
+        items = sorted(base, key=order)
+        rows = [row(a.base_name, base, items, None)]
+        pairs.append({"run": None, "items": items, "rows": rows})
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = json.loads(Path(a.meta).read_text()) if a.meta else {}
+    (out / "summary.json").write_text(json.dumps({"title": a.title, "base": a.base, "pairs": pairs, "stages": meta},
+                                                 indent=2))
+    lines = [f"# Post-train benchmark: {a.title}", "",
+             "Each row is paired with the base on the items both runs finished (n per row).", ""]
+    lines += table(rows)
+    lines += ["", "flips -/+: items the base got right and this model wrong / the reverse (paired, same items).",
+              "forced answer: chains whose answer the harness had to force (thinking cap reached, or no `\\boxed{}` written).",
               "Thinking tokens: the model's text before the first `\\boxed{` (emulated thinking, Qwen2.5 family)."]
+    lines += a.note
     if meta:
         lines += ["", "## Stages", "", "```json", json.dumps(meta, indent=2), "```"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        for k, pr in enumerate(pairs):
-            for j, r in enumerate(pr["rows"]):
-                lo, hi = r["accuracy_ci"]
-                label = f"{r['name']} (n={r['n']})"
-                ax.errorbar(r["thinking_mean"], r["accuracy"], yerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]],
-                            fmt="o" if j else "s", color=f"C{k}", alpha=1.0 if j else 0.5, capsize=3, label=label)
-        ax.set_xlabel("mean thinking tokens")
-        ax.set_ylabel("accuracy (95% bootstrap CI)")
-        ax.set_title("GSM8K dev, Qwen2.5-Coder-0.5B (q8_0), base (squares) vs trained")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "pareto.png", dpi=120)
-    except ImportError:
-        pass
+    plot(pairs, a.title, out / "pareto.png")
     print("\n".join(lines))
 
 

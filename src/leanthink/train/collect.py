@@ -202,7 +202,7 @@ def _progress_line(st: dict, t_start: float) -> str | None:
     mark = "ok" if last.get("correct") else ("ERR" if last.get("error") else "--")
     return (f"[{st['done']}/{st['total']}] {last['item_id']} s{last['seed']} {mark} "
             f"{last['usage']['thinking']}+{last['usage']['answer']} tok {last.get('finish_reason')} | "
-            f"acc {acc:.1%} · {rate:.1f} tok/s · {el:.0f}s · ETA {eta:.0f}s")
+            f"correct this run {acc:.1%} ({st['correct']}/{st['new']}) · {rate:.1f} tok/s · {el:.0f}s · ETA {eta:.0f}s")
 
 
 def collect_command(

@@ -15,15 +15,19 @@ verbatim, and the order of what remains is the original order. Protected words c
 unreachable: the achieved ratio (recorded per example) is then above γ.
 
 With `ratio_prompt=true` the user turn ends with `Compression ratio: γ` (`dataset.TOKENSKIP_SUFFIX`).
+With `mix=0.5/0.7/1.0` each chain gets one γ from the list (a stable hash of item and seed picks
+it), as TokenSkip trains one model on several ratios so that γ can be chosen at inference; the
+cost is one pruned copy per chain, not one per ratio.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import zlib
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ...errors import ConfigError
 from ..dataset import ratio_suffix
@@ -106,6 +110,34 @@ class TokenSkipParams(BaseModel):
         "numbers+ops", description="Never dropped besides newlines: numbers, or numbers plus operators and math delimiters.")
     ratio_prompt: bool = Field(True, description="Append `Compression ratio: γ` to the user turn (TokenSkip's condition).")
     select: Literal["all", "shortest"] = Field("all", description="Compress every correct chain, or only the shortest.")
+    mix: str = Field("", description="Several ratios, e.g. 0.5/0.7/1.0: each chain gets one (by a stable hash); overrides ratio.")
+
+    @field_validator("mix")
+    @classmethod
+    def _check_mix(cls, v: str) -> str:
+        mix_ratios(v)
+        return v
+
+
+def mix_ratios(mix: str) -> list[float]:
+    """`0.5/0.7/1.0` -> [0.5, 0.7, 1.0]; each must be in (0, 1]."""
+    if not str(mix).strip():
+        return []
+    out = []
+    for part in str(mix).split("/"):
+        try:
+            r = float(part)
+        except ValueError:
+            raise ValueError(f"mix must be ratios separated by '/', e.g. 0.5/0.7/1.0; got '{mix}'") from None
+        if not 0 < r <= 1:
+            raise ValueError(f"every ratio in mix must be in (0, 1]; got {r:g}")
+        out.append(r)
+    return out
+
+
+def chain_ratio(item_id: str, seed: int, ratios: list[float]) -> float:
+    """The ratio a chain gets under `mix`: stable across runs and resumes (crc32 of item and seed)."""
+    return ratios[zlib.crc32(f"{item_id}:{seed}".encode()) % len(ratios)]
 
 
 @register
@@ -127,32 +159,47 @@ class TokenSkip(Compressor):
     def importance(self) -> str:
         return self.params.importance
 
-    def user_suffix(self) -> str:
-        return ratio_suffix(self.params.ratio) if self.params.ratio_prompt else ""
+    @property
+    def spec(self) -> str:
+        """With `mix`, `ratio` is unused: the spec names the ratios that were applied, not the default."""
+        if not self.params.mix:
+            return super().spec
+        fields = self.Params.model_fields
+        changed = {k: v for k, v in self.params.model_dump().items() if k != "ratio" and v != fields[k].default}
+        return f"{self.name}({','.join(f'{k}={v}' for k, v in changed.items())})"
+
+    def user_suffix(self, ratio: float | None = None) -> str:
+        """The suffix for one γ; without one, the suffix every example gets (each of `mix`'s, joined by ' | ')."""
+        if not self.params.ratio_prompt:
+            return ""
+        if ratio is None and self.params.mix:
+            return " | ".join(ratio_suffix(r) for r in mix_ratios(self.params.mix))
+        return ratio_suffix(self.params.ratio if ratio is None else ratio)
 
     def apply(self, group: Group, ctx: Context, *, include_cut: bool = False) -> list[Candidate | Drop]:
         chains = pick_chains(group, self.params.select, include_cut)
         if not chains:
             return [no_chain_drop(group, include_cut)]
         out: list[Candidate | Drop] = []
-        suffix = self.user_suffix()
+        mix = mix_ratios(self.params.mix)
         for c in chains:
+            ratio = chain_ratio(c.item_id, c.seed, mix) if mix else self.params.ratio
             if not c.reasoning.strip():
                 out.append(Drop(c.item_id, "empty_reasoning", c.seed))
                 continue
             if self.params.importance == "llmlingua2":
-                text = self._llmlingua(c.reasoning)
+                text = self._llmlingua(c.reasoning, ratio)
                 count = ctx.scorer.count_tokens if ctx.scorer_factory else _approx_tokens
                 orig, kept = count(c.reasoning), count(text)
             else:
                 pieces, lps = ctx.scorer.token_logprobs(c.prompt, c.reasoning)
-                text, _ = prune_tokens(pieces, [-x for x in lps], self.params.ratio, self.params.protect)
+                text, _ = prune_tokens(pieces, [-x for x in lps], ratio, self.params.protect)
                 orig, kept = ctx.scorer.count_tokens(c.reasoning), ctx.scorer.count_tokens(text)
             out.append(Candidate(source=c, reasoning=text, answer_text=c.answer_text, orig_tokens=orig, tokens=kept,
-                                 user_suffix=suffix, pruned=True, meta={"target_ratio": self.params.ratio}))
+                                 user_suffix=self.user_suffix(ratio), pruned=True, meta={"target_ratio": ratio}))
         return out
 
-    def _llmlingua(self, text: str) -> str:
+    def _llmlingua(self, text: str, ratio: float) -> str:
         if self._lingua is None:
             try:
                 from llmlingua import PromptCompressor  # type: ignore[import-not-found]
@@ -164,7 +211,7 @@ class TokenSkip(Compressor):
                                                 use_llmlingua2=True, device_map="cpu")
             except Exception as exc:  # hub unreachable, weights missing: the user's to fix
                 raise ConfigError(f"cannot load LLMLingua-2 weights: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-        res = self._lingua.compress_prompt(text, rate=self.params.ratio, force_tokens=["\n"], force_reserve_digit=True,
+        res = self._lingua.compress_prompt(text, rate=ratio, force_tokens=["\n"], force_reserve_digit=True,
                                            drop_consecutive=True)
         return tidy(res["compressed_prompt"])
 

@@ -208,6 +208,7 @@ def _summary(cfg: CompressConfig, comp: Compressor, ctx: Context, groups: list[G
         "items": len(groups), "chains_in": sum(len(g.chains) for g in groups),
         "kept": len(examples), "dropped": len(drops), "dropped_by_reason": by_reason,
         "mean_ratio": round(sum(ratios) / len(ratios), 4) if ratios else None,
+        "by_target_ratio": _by_target_ratio(examples),
         "token_ratio": round(new / orig, 4) if orig else None,
         "mean_orig_tokens": round(orig / len(examples), 1) if examples else None,
         "mean_tokens": round(new / len(examples), 1) if examples else None,
@@ -283,3 +284,17 @@ def compress_command(
         print(f"interrupted: finished items are in {work_path(out)}; rerun the same command to continue", file=sys.stderr)
         raise typer.Exit(130)
     print(json.dumps(summary, indent=2))
+
+
+def _by_target_ratio(examples: list[dict]) -> dict | None:
+    """Examples and achieved token ratio per target γ (a `mix` run has several; None when no target)."""
+    groups: dict[str, list[dict]] = {}
+    for e in examples:
+        t = e["meta"].get("target_ratio")
+        if t is not None:
+            groups.setdefault(f"{t:g}", []).append(e)
+    if not groups:
+        return None
+    return {t: {"examples": len(es), "token_ratio": round(sum(e["meta"]["tokens"] for e in es)
+                                                          / max(1, sum(e["meta"]["orig_tokens"] for e in es)), 4)}
+            for t, es in sorted(groups.items())}
