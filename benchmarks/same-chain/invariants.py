@@ -30,13 +30,14 @@ def main() -> int:
     ap.add_argument("--model", default="qwen2.5-coder-1.5b?threads=1")
     ap.add_argument("--engine", choices=["llamacpp", "transformers"], default="llamacpp")
     ap.add_argument("--items", type=int, default=20)
+    ap.add_argument("--skip", type=int, default=0, help="start after the first SKIP items (extend an earlier run)")
     ap.add_argument("--cap", type=int, default=4000)
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--out")
     a = ap.parse_args()
 
     with open(Path(a.data_dir) / "gsm8k_dev.jsonl") as f:
-        questions = [json.loads(line)["question"] for _, line in zip(range(a.items), f)]
+        questions = [json.loads(line)["question"] for _, line in zip(range(a.skip + a.items), f)][a.skip:]
     if a.engine == "transformers":
         from leanthink.backends.transformers_backend import TransformersBackend
         from leanthink.models import PRESETS, ensure_preset_file
@@ -62,8 +63,8 @@ def main() -> int:
                 same[m] += 1
             else:
                 notes.append(f"{m.split('(')[0]} differs at token {_first_diff(chains[m], ref)}")
-        print(f"item {i}: think {len(ref)} tokens; " + ("; ".join(notes) or "all identical"), flush=True)
-    summary = {"model": a.model, "engine": a.engine, "items": len(questions), "cap": cap,
+        print(f"item {a.skip + i}: think {len(ref)} tokens; " + ("; ".join(notes) or "all identical"), flush=True)
+    summary = {"model": a.model, "engine": a.engine, "items": len(questions), "first_item": a.skip, "cap": cap,
                "identical": {m.split("(")[0]: same[m] for m in methods[1:]}, "seconds": round(time.time() - t0)}
     print(json.dumps(summary))
     if a.out:
