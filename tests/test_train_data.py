@@ -498,6 +498,17 @@ def test_collect_from_reasoning_gym_uses_its_own_generator_seed(tmp_path):
     assert all(r["item_id"].startswith("basic_arithmetic/seed1/") for r in recs)  # bench generates with seed 0
 
 
+def test_collect_progress_names_what_the_accuracy_counts():
+    from leanthink.train.collect import _progress_line
+
+    last = {"item_id": "gsm8k_train/3", "seed": 1, "correct": True, "usage": {"thinking": 90, "answer": 5},
+            "finish_reason": "stop"}
+    st = {"total": 12, "done": 10, "new": 4, "correct": 1, "tokens": 380, "elapsed_s": 40.0, "last": last}
+    line = _progress_line(st, 0.0)
+    assert line.startswith("[10/12] gsm8k_train/3 s1 ok 90+5 tok stop")
+    assert "correct this run 25.0% (1/4)" in line and "9.5 tok/s" in line and "ETA 20s" in line
+
+
 def test_cli_errors_are_one_line(tmp_path):
     from typer.testing import CliRunner
 
@@ -529,6 +540,8 @@ def test_compress_end_to_end_writes_verified_jsonl_and_resumes(tmp_path):
     s2 = compress(cfg, scorer=sc)
     assert s2["kept"] == 6 and s2["importance"] == "self-information" and s2["scorer"] == "scripted"
     assert s2["user_suffix"] == "Compression ratio: 0.5"
+    assert set(s2["by_target_ratio"]) == {"0.5"} and s2["by_target_ratio"]["0.5"]["examples"] == 6
+    assert s["by_target_ratio"] is None  # shortest prunes nothing: no target ratio
     assert all(r["meta"]["compressor"] == "tokenskip(ratio=0.5)" for r in D.read_examples(out2))
     calls = sc.calls
     compress(cfg, scorer=sc)  # resumed from the work file: nothing rescored
