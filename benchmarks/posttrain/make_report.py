@@ -110,7 +110,9 @@ def main() -> None:
     bdir, _, bmethod = a.base.partition("@")
     base = load(bdir, bmethod or a.method)
     runs = [parse_run(spec) for spec in a.run]
-    order = lambda s: int(s.rsplit("/", 1)[-1])  # noqa: E731
+    def order(item_id: str) -> tuple:  # gsm8k/12 before gsm8k/100; MATH-500 ids (".../807.json") by text
+        last = item_id.rsplit("/", 1)[-1]
+        return (0, int(last), item_id) if last.isdigit() else (1, 0, item_id)
     rows, pairs, seen = [], [], set()
     for name, recs in runs:  # each run is paired with the base on the items both have
         items = sorted(set(base) & set(recs), key=order)
